@@ -1,0 +1,267 @@
+"""Experiment configuration: frozen pydantic models loaded from YAML with ``--set`` overrides.
+
+Spatial sizes are given in voxel order ``(X, Y, Z)`` as nibabel reads them: the first two
+axes are in-plane, the last is the slice axis, so a "3x3x1" kernel is a 2D in-plane kernel.
+Defaults are the papers' numbers (seed 000 = V-NAS, seed 002 = NAS-3D-U-Net).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PatchConfig",
+    "RayConfig",
+    "RetrainConfig",
+    "SearchConfig",
+    "SplitConfig",
+    "SyntheticConfig",
+    "TrackingConfig",
+    "apply_overrides",
+    "flatten_config",
+    "load_config",
+]
+
+Size3 = tuple[int, int, int]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyntheticConfig(_Frozen):
+    """Phantom dataset generated when ``data.root`` is not set."""
+
+    layout: Literal["msd", "brats", "paired"] = "msd"
+    cases: int = Field(8, ge=2)
+    shape: Size3 = (64, 64, 32)
+    seed: int = 0
+
+
+class DataConfig(_Frozen):
+    root: Path | None = None
+    layout: Literal["auto", "msd", "brats", "paired"] = "auto"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    intensity: Literal["ct", "mri"] = "ct"
+    ct_window: tuple[float, float] = (-100.0, 240.0)
+    mri_xi: float = 100.0
+    mri_lambda: float = 0.1
+    target_spacing: tuple[float, float, float] | None = None
+    cache_dir: Path | None = None
+    target: Literal["labels", "brats_regions"] = "labels"
+
+
+class SplitConfig(_Frozen):
+    folds: int = Field(4, ge=2)
+    seed: int = 0
+    train_val_ratio: tuple[int, int] = (2, 1)
+
+
+class PatchConfig(_Frozen):
+    search: Size3 = (96, 96, 64)
+    train: Size3 = (96, 96, 64)
+    test: Size3 = (64, 64, 64)
+    foreground_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    batch_size: int = Field(1, ge=1)
+    flip: bool = True
+    rotate90: bool = False
+    rotate_degrees: float = 0.0
+    elastic_prob: float = Field(0.0, ge=0.0, le=1.0)
+    tiling: Literal["sliding", "auto_fit"] = "sliding"
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    blend: Literal["constant", "gaussian"] = "gaussian"
+
+
+class ModelConfig(_Frozen):
+    space: Literal["vnas", "nas3dunet"] = "vnas"
+    width: float = Field(1.0, gt=0.0)
+    init_kernels: int = Field(4, ge=1)
+    depth: int = Field(4, ge=1)
+    nodes: int = Field(3, ge=1)
+    channel_change: bool = True
+    psp: bool = True
+
+
+class OptimConfig(_Frozen):
+    """Weight (kernel) optimizer: seed 000 SGD + poly decay; seed 002 code Adam + plateau."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["poly", "plateau", "constant"] = "poly"
+    poly_power: float = 0.9
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    grad_clip: float | None = None
+
+
+class ArchOptimConfig(_Frozen):
+    lr: float = Field(3e-4, gt=0.0)
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+class SearchConfig(_Frozen):
+    """Bilevel search. Length is ``epochs * iterations_per_epoch`` (paper: 40,000 iterations)."""
+
+    epochs: int = Field(200, ge=1)
+    iterations_per_epoch: int = Field(200, ge=1)
+    warmup_epochs: int = Field(20, ge=0)
+    weight_optim: OptimConfig = OptimConfig()
+    arch_optim: ArchOptimConfig = ArchOptimConfig()
+    arch_first: bool = False
+    stop_count: int | None = None
+    val_batches: int = Field(2, ge=1)
+
+
+class RetrainConfig(_Frozen):
+    epochs: int = Field(200, ge=1)
+    iterations_per_epoch: int = Field(200, ge=1)
+    optim: OptimConfig = OptimConfig()
+    genotype: str = "searched"
+    extra_rows: tuple[str, ...] = ()
+
+
+class LossConfig(_Frozen):
+    name: Literal["ce", "dice", "dice_ce"] = "ce"
+    dice_eps: float = 1e-6
+
+
+class EvalConfig(_Frozen):
+    hd_percentile: float = 95.0
+    overlays: int = Field(3, ge=0)
+
+
+class RayConfig(_Frozen):
+    address: str | None = None
+    cpus_per_trial: float = Field(1.0, gt=0.0)
+    gpus_per_trial: float = Field(0.0, ge=0.0)
+    max_concurrent_trials: int | None = None
+    max_failures: int = Field(2, ge=0)
+    num_samples: int = Field(1, ge=1)
+    hp_space: dict[str, dict[str, Any]] = {}
+    metric: str = "val_dice"
+    asha: bool = False
+
+
+class TrackingConfig(_Frozen):
+    experiment: str | None = None
+    tracking_uri: str | None = None
+    registered_model: str | None = None
+
+
+class Config(_Frozen):
+    name: str = "voxnas"
+    workdir: Path = Path("voxnas_work")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    patch: PatchConfig = PatchConfig()
+    model: ModelConfig = ModelConfig()
+    search: SearchConfig = SearchConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    loss: LossConfig = LossConfig()
+    eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Config:
+        if self.data.target == "brats_regions" and self.loss.name == "ce":
+            raise ValueError("loss.name: 'ce' needs single-label targets; BraTS regions use 'dice'")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / self.name
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``section.key=value`` overrides applied (values as YAML)."""
+    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _from_dict(raw: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    return _from_dict(apply_overrides(raw, overrides), source)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    return _from_dict(raw, "config")
+
+
+def flatten_config(cfg: Config) -> dict[str, str]:
+    """``{"search.weight_optim.lr": "0.05", ...}`` for logging as params."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", config_to_dict(cfg))
+    return flat

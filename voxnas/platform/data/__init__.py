@@ -1,0 +1,1 @@
+"""Dataset layouts, integrity check, preprocessing, cache, patches, tiling, splits, phantoms."""
