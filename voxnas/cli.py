@@ -173,5 +173,53 @@ def prepare(config: str | None, overrides: tuple[str, ...]) -> None:
     click.echo(f"splits and statistics in {cfg.run_dir / 'splits'}")
 
 
+@main.command()
+@click.argument("spec", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the registered architecture names.")
+def genotype(spec: str | None, list_: bool) -> None:
+    """Print an architecture: a registered name, a V-NAS code or a genotype .json file.
+
+    V-NAS genotypes print their paper code and the 2D/3D/P3D choice of every cell;
+    NAS-3D-U-Net genotypes print the cell structure (two modules per node).
+    """
+    from .search_spaces.registry import list_models, resolve_architecture
+
+    if list_ or not spec:
+        for name, desc in list_models().items():
+            click.echo(f"{name:<20} {desc}")
+        return
+    try:
+        arch = resolve_architecture(spec)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if arch.genotype is None:
+        click.echo(f"{arch.name}: {arch.space} supernet, mode {arch.mode}")
+        return
+    click.echo(f"{arch.name} ({arch.space})")
+    click.echo(f"code: {arch.genotype.code()}")
+    for line in arch.genotype.describe():
+        click.echo(f"  {line}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+@click.option(
+    "--arch",
+    "archs",
+    multiple=True,
+    help="Architectures to cost (default: the supernet and, for V-NAS, the published).",
+)
+def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...]) -> None:
+    """Parameters and forward+backward GFLOPs at the config's patch sizes and width.
+
+    Computed on PyTorch's meta device: nothing is allocated or run for real.
+    """
+    from .platform.model_factory import cost_table
+
+    cfg = _load(config, overrides)
+    click.echo(cost_table(cfg, list(archs) or None))
+
+
 if __name__ == "__main__":
     main()

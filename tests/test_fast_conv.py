@@ -1,0 +1,66 @@
+"""The fast CPU convolution path computes the same outputs and gradients as stock PyTorch."""
+
+import pytest
+import torch
+
+from voxnas.search_spaces.layers import Conv3d, ConvTranspose3d, stock_convolutions
+
+CASES = [  # (c_in, c_out, kernel, stride, padding, dilation, groups, bias, batch)
+    (4, 4, 3, 1, 1, 1, 1, False, 1),
+    (4, 6, 3, 1, 1, 1, 1, True, 2),
+    (4, 4, 3, 1, 2, 2, 1, False, 1),
+    (4, 4, 3, 1, 1, 1, 4, False, 1),  # depthwise
+    (4, 4, 3, 1, 1, 1, 4, True, 2),  # depthwise, batch 2 (fallback)
+    (4, 4, 3, 2, 1, 1, 1, False, 1),
+    (4, 4, 3, 2, 2, 2, 1, True, 1),
+    (4, 4, 3, 2, 1, 1, 4, False, 1),
+    (3, 5, 1, 1, 0, 1, 1, True, 1),  # 1x1x1 -> GEMM
+    (3, 5, 1, 2, 0, 1, 1, False, 2),
+    (2, 4, (7, 7, 1), (2, 2, 1), (3, 3, 0), 1, 1, False, 1),
+    (4, 4, (1, 1, 3), 1, (0, 0, 1), 1, 1, False, 1),
+]
+
+
+def _compare(make, shape):
+    torch.manual_seed(0)
+    ref = make()
+    fast = make()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(*shape)
+    outs, grads = [], []
+    for m, stock in ((ref, True), (fast, False)):
+        xi = x.clone().requires_grad_()
+        if stock:
+            with stock_convolutions():
+                y = m(xi)
+        else:
+            y = m(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append(y.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert outs[0].shape == outs[1].shape
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+    for g_ref, g_fast in zip(*grads):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_conv_matches_stock(case):
+    ci, co, k, s, p, d, g, b, n = case
+    _compare(
+        lambda: Conv3d(ci, co, k, stride=s, padding=p, dilation=d, groups=g, bias=b),
+        (n, ci, 10, 8, 8),
+    )
+
+
+@pytest.mark.parametrize(
+    "dil,groups,bias,batch",
+    [(1, 1, False, 1), (2, 1, True, 1), (1, 4, False, 1), (1, 4, False, 2), (1, 1, True, 2)],
+)
+def test_transposed_matches_stock(dil, groups, bias, batch):
+    _compare(
+        lambda: ConvTranspose3d(
+            4, 4, 3, stride=2, padding=dil, dilation=dil, output_padding=1, groups=groups, bias=bias
+        ),
+        (batch, 4, 5, 4, 4),
+    )

@@ -1,0 +1,29 @@
+"""``MixedOp``: the softmax-weighted sum of candidate ops (DARTS relaxation).
+
+The architecture weights are not stored here: the network owns its alphas as
+``nn.Parameter``s and passes ``softmax(alpha)`` rows in, so one alpha row can drive several
+MixedOps (V-NAS: every layer of a dense block shares the block's beta).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MixedOp"]
+
+
+class MixedOp(nn.Module):
+    """Candidates by name; ``forward(x, weights)`` mixes them, a single-op MixedOp is plain."""
+
+    def __init__(self, ops: dict[str, nn.Module]):
+        super().__init__()
+        if not ops:
+            raise ValueError("MixedOp needs at least one candidate op")
+        self.names = tuple(ops)
+        self.ops = nn.ModuleList(ops.values())
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if len(self.ops) == 1:  # a fixed network's chosen op: no mixing, no alpha
+            return self.ops[0](x)
+        return sum(w * op(x) for w, op in zip(weights, self.ops))
