@@ -221,5 +221,167 @@ def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...])
     click.echo(cost_table(cfg, list(archs) or None))
 
 
+def _prepare(cfg):
+    from .platform.data.prepare import DataIntegrityError, prepare_data
+
+    try:
+        return prepare_data(cfg, log=click.echo)
+    except (DataIntegrityError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _run_fold(fn):
+    try:
+        return fn()
+    except ValueError as err:  # bad fold index, bad architecture, bad shape
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+@click.option("--fold", type=int, help="Search this fold in-process (no Ray), to debug it.")
+@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint and start over.")
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
+def search(config, overrides, fold, fresh, address) -> None:
+    """Search architectures: every fold (x hyperparameter set) on Ray Tune, or one fold
+    in-process with --fold K. Checkpoints every epoch; reruns resume."""
+    cfg = _load(config, overrides)
+    if fold is None:
+        from .platform.orchestration import run_search_stage
+
+        run_search_stage(cfg, address=address, resume=not fresh)
+        return
+    from .platform.results import save_search_result
+    from .trainables.search import run_search_fold
+
+    prep = _prepare(cfg)
+    res = _run_fold(
+        lambda: run_search_fold(cfg, fold, prepared=prep, resume=not fresh, log=click.echo)
+    )
+    path = save_search_result(cfg, res)
+    click.echo(f"fold {fold} genotype: {res.genotype.code()}")
+    click.echo(f"result: {path}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+@click.option("--fold", type=int, help="Retrain this fold in-process (no Ray), to debug it.")
+@click.option(
+    "--genotype",
+    "genotype_spec",
+    default=None,
+    help="Architecture: 'searched' (the aggregated genotype), a registered name "
+    "(V-NAS-NIH, mix, P3D/P3D, ...), a V-NAS code or a genotype .json file. "
+    "Default: retrain.genotype from the config.",
+)
+@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint and start over.")
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
+def retrain(config, overrides, fold, genotype_spec, fresh, address) -> None:
+    """Retrain an architecture from scratch per fold and evaluate it on the test folds.
+    Every fold on Ray Tune, or one fold in-process with --fold K."""
+    cfg = _load(config, overrides)
+    spec = genotype_spec or cfg.retrain.genotype
+    if spec == "searched":
+        from .platform.results import aggregate_path, load_aggregate
+
+        spec = load_aggregate(cfg)
+        if spec is None:
+            raise click.ClickException(
+                f"no aggregated genotype at {aggregate_path(cfg)}: run "
+                "`voxnas aggregate` first or pass --genotype"
+            )
+    if fold is None:
+        from .platform.orchestration import run_retrain_stage
+
+        run_retrain_stage(cfg, spec, address=address, resume=not fresh)
+        return
+    from .platform.metrics import format_summary
+    from .trainables.retrain import run_retrain_fold
+
+    prep = _prepare(cfg)
+    res = _run_fold(
+        lambda: run_retrain_fold(cfg, fold, spec, prepared=prep, resume=not fresh, log=click.echo)
+    )
+    click.echo(format_summary(res.summary, f"{res.arch}, fold {fold} ({len(res.rows)} cases)"))
+    click.echo(f"model: {res.model_path}\nper-case metrics: {res.out_dir / 'metrics.csv'}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+def aggregate(config, overrides) -> None:
+    """Aggregate the fold genotypes: V-NAS sums softmax(alpha) over folds and takes the argmax
+    (seed 000 section 3.1); NAS-3D-U-Net takes the most common fold structure."""
+    from .platform.report import aggregate_stage
+
+    cfg = _load(config, overrides)
+    try:
+        aggregate_stage(cfg, log=click.echo)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+def evaluate(config, overrides) -> None:
+    """Build the paper-style results table (DSC mean +- std, max, min, median; sensitivity,
+    specificity, HD95) from every retrained architecture and fold in the run directory."""
+    from .platform.report import collect_retrain_rows, results_tables
+
+    cfg = _load(config, overrides)
+    rows = collect_retrain_rows(cfg)
+    if not rows:
+        raise click.ClickException(f"no retrain results under {cfg.run_dir / 'retrain'}")
+    text, _ = results_tables(cfg, rows)
+    click.echo(text)
+    click.echo(f"written to {cfg.run_dir / 'results'}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run: finished stages and trials are reused.",
+)
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
+@click.option(
+    "--tracking-uri",
+    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite in the workdir).",
+)
+def run(config, overrides, resume, address, tracking_uri) -> None:
+    """The whole protocol on Ray Tune: check -> cache -> fold searches in parallel ->
+    aggregated genotype -> retrains in parallel -> evaluation -> results table, tracked in
+    MLflow with the best model registered."""
+    from .platform.orchestration import run_protocol
+
+    if tracking_uri:
+        overrides = (*overrides, f"tracking.tracking_uri={tracking_uri}")
+    from .platform.orchestration import InterruptedStageError
+
+    cfg = _load(config, overrides)
+    try:
+        out = run_protocol(cfg, address=address, resume=resume)
+    except InterruptedStageError as err:
+        click.echo(str(err), err=True)
+        sys.exit(130)
+    _closing(out)
+
+
+def _closing(out: dict) -> None:
+    click.echo("\n== done ==")
+    click.echo(f"aggregated genotype: {out['genotype'].code()}")
+    click.echo(f"results:             {out['results'] / 'summary.md'}")
+    click.echo(f"run directory:       {out['run_dir']}")
+    if out.get("model_uri"):
+        click.echo(f"registered model:    {out['model_uri']}")
+    if out.get("parent_run_id"):
+        click.echo(f"MLflow parent run:   {out['parent_run_id']} (open with `voxnas ui`)")
+
+
 if __name__ == "__main__":
     main()

@@ -155,12 +155,12 @@ class RayConfig(_Frozen):
     max_concurrent_trials: int | None = None
     max_failures: int = Field(2, ge=0)
     num_samples: int = Field(1, ge=1)
+    local_cpus: int | None = None
     hp_space: dict[str, dict[str, Any]] = {}
-    metric: str = "val_dice"
-    asha: bool = False
 
 
 class TrackingConfig(_Frozen):
+    enabled: bool = True
     experiment: str | None = None
     tracking_uri: str | None = None
     registered_model: str | None = None

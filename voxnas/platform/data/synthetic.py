@@ -71,7 +71,7 @@ def make_ct_case(
         tum = _blob(rng, grid, c, r, 0.2, sigma) & organ
         img[tum] = 60.0
         label[tum] = 2
-    img += 120.0 * _smooth_field(rng, shape, sigma * 2) * body  # bias field: intensity overlap
+    img += 50.0 * _smooth_field(rng, shape, sigma * 2) * body  # bias field: intensity overlap
     img += rng.normal(0.0, 25.0, shape)
     return img.astype(np.float32), label
 

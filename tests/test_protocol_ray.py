@@ -1,0 +1,211 @@
+"""The protocol on a real local Ray (num_cpus=2): folds x hyperparameter sets, aggregation,
+retraining, results; a 2-node cluster; a killed worker; an interrupted and resumed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from voxnas.platform.config import load_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(workdir: Path, *extra: str):
+    sets = [
+        "data.synthetic.cases=6",
+        "data.synthetic.shape=[32,32,16]",
+        "split.folds=2",
+        "patch.search=[32,32,16]",
+        "patch.train=[32,32,16]",
+        "patch.test=[32,32,16]",
+        "patch.batch_size=2",
+        "model.width=0.0625",
+        "model.psp=false",
+        "search.epochs=3",
+        "search.iterations_per_epoch=2",
+        "search.warmup_epochs=1",
+        "search.arch_optim.lr=0.05",
+        "retrain.epochs=1",
+        "retrain.iterations_per_epoch=2",
+        "ray.cpus_per_trial=1",
+        "ray.max_failures=2",
+        f"workdir={workdir}",
+    ]
+    return load_config(ROOT / "configs" / "demo.yaml", [*sets, *extra])
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def _trial_rows(stage_dir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for f in stage_dir.glob("*/result.json"):
+        out[f.parent.name] = [json.loads(line) for line in f.read_text().splitlines() if line]
+    return out
+
+
+def test_folds_times_hyperparameter_sets(local_ray, tmp_path):
+    from voxnas.platform.orchestration import run_protocol
+
+    cfg = tiny(
+        tmp_path,
+        "ray.num_samples=2",
+        'ray.hp_space={"search.weight_optim.lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}',
+    )
+    out = run_protocol(cfg)
+    trials = _trial_rows(cfg.run_dir.resolve() / "tune" / "search")
+    assert len(trials) == 4  # 2 folds x 2 hyperparameter sets
+    by_set: dict[float, set[int]] = {}
+    spans = []
+    for rows in trials.values():
+        lr = rows[0]["config"]["hp__search__weight_optim__lr"]
+        by_set.setdefault(lr, set()).add(rows[0]["config"]["__trial_index__"])
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    assert len(by_set) == 2 and all(folds == {0, 1} for folds in by_set.values())
+    spans.sort()
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # two trials ran at once
+    assert out["genotype"].space == "vnas"
+    assert (cfg.run_dir / "aggregate" / "genotype.json").is_file()
+    retrain = _trial_rows(cfg.run_dir.resolve() / "tune" / "retrain")
+    assert len(retrain) == 2
+    summary = (cfg.run_dir / "results" / "summary.md").read_text()
+    assert "| searched |" in summary and "dice/organ" in summary
+    hp_sets = json.loads((cfg.run_dir / "search" / "hp_sets.json").read_text())
+    assert len(hp_sets) == 2 and sum(s["best"] for s in hp_sets) == 1
+
+
+def test_two_node_cluster(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    from voxnas.platform.orchestration import run_search_stage
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        cfg = tiny(tmp_path, "tracking.enabled=false")
+        run_search_stage(cfg)
+        trials = _trial_rows(cfg.run_dir.resolve() / "tune" / "search")
+        nodes = {row["node_id"] for rows in trials.values() for row in rows if "node_id" in row}
+        assert len(nodes) == 2  # one fold trial on each node
+        assert all(
+            (cfg.run_dir / "search" / f"fold{k}" / "result.json").is_file() for k in range(2)
+        )
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _killer(stage_dir: Path, done: threading.Event, killed: list[int]) -> None:
+    """kill -9 the worker of fold 0 once it has checkpointed its first epoch."""
+    while not done.is_set() and not killed:
+        for d in stage_dir.glob("fold0_*"):
+            pid_file, rows = d / "worker.pid", d / "result.json"
+            if pid_file.is_file() and rows.is_file() and rows.read_text().count("\n") >= 1:
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.2)
+
+
+def test_killed_worker_resumes_from_checkpoint(local_ray, tmp_path):
+    from voxnas.platform.orchestration import run_search_stage
+
+    extra = ("tracking.enabled=false", "search.epochs=4")
+    cfg_a = tiny(tmp_path / "a", *extra)
+    run_search_stage(cfg_a)
+    cfg_b = tiny(tmp_path / "b", *extra)
+    done, killed = threading.Event(), []
+    t = threading.Thread(
+        target=_killer, args=(cfg_b.run_dir.resolve() / "tune" / "search", done, killed)
+    )
+    t.start()
+    try:
+        run_search_stage(cfg_b)
+    finally:
+        done.set()
+        t.join()
+    assert killed, "the worker was never killed"
+    a = json.loads((cfg_a.run_dir / "search" / "fold0" / "result.json").read_text())
+    b = json.loads((cfg_b.run_dir / "search" / "fold0" / "result.json").read_text())
+    assert a["genotype"] == b["genotype"] and b["epochs_run"] == 4
+    for key in a["alphas"]:
+        for ra, rb in zip(a["alphas"][key], b["alphas"][key]):
+            assert ra == pytest.approx(rb, rel=1e-4, abs=1e-5)
+
+
+def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
+    sets = [
+        "--set",
+        "ray.max_concurrent_trials=1",
+        "--set",
+        "ray.local_cpus=2",
+        "--set",
+        "search.epochs=6",
+    ]
+    cfg = tiny(tmp_path, "ray.max_concurrent_trials=1", "search.epochs=6")
+    args = [sys.executable, "-m", "voxnas.cli", "run", str(ROOT / "configs" / "demo.yaml")]
+    for s in [
+        "data.synthetic.cases=6",
+        "data.synthetic.shape=[32,32,16]",
+        "split.folds=2",
+        "patch.search=[32,32,16]",
+        "patch.train=[32,32,16]",
+        "patch.test=[32,32,16]",
+        "patch.batch_size=2",
+        "model.width=0.0625",
+        "model.psp=false",
+        "search.iterations_per_epoch=2",
+        "search.warmup_epochs=1",
+        "retrain.epochs=1",
+        "retrain.iterations_per_epoch=2",
+        f"workdir={tmp_path}",
+    ]:
+        args += ["--set", s]
+    args += sets
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    stage = cfg.run_dir.resolve() / "tune" / "search"
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 300
+    first = None
+    while time.time() < deadline and proc.poll() is None:
+        rows = _trial_rows(stage)
+        finished = [n for n, r in rows.items() if r and r[-1].get("final")]
+        running = [n for n, r in rows.items() if r and not r[-1].get("final")]
+        if finished and running:
+            first = finished[0]
+            break
+        time.sleep(0.3)
+    assert first is not None, "never saw one finished and one running trial"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out[-2000:]
+    assert not (cfg.run_dir / "results" / "summary.md").exists()
+    rows_before = len(_trial_rows(stage)[first])
+    resumed = subprocess.run(
+        args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = _trial_rows(stage)
+    assert len(after) == 2 and len(after[first]) == rows_before  # not rerun
+    assert all(r[-1].get("final") for r in after.values())
+    assert (cfg.run_dir / "results" / "summary.md").is_file()

@@ -1,0 +1,84 @@
+"""Whole-volume inference: patches laid out by sliding window or auto-fit, stitched by
+averaging, then probabilities -> labels in the dataset's own values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data import tiling
+from .device import autocast
+
+__all__ = ["labels_from_probs", "masks_by_name", "predict_volume"]
+
+
+@torch.no_grad()
+def predict_volume(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch: tuple[int, int, int],
+    target: str,
+    tiling_mode: str = "sliding",
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    device: torch.device | None = None,
+    out_channels: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Probabilities ``(K, X, Y, Z)`` for a preprocessed ``(C, X, Y, Z)`` image: softmax over
+    classes, or sigmoid per BraTS region (``target == "brats_regions"``)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    vol = torch.from_numpy(np.array(image, dtype=np.float32)).to(device)
+    if tiling_mode == "auto_fit":
+        layout = tiling.auto_fit_layout(image, patch)
+    else:
+        layout = tiling.sliding_layout(image.shape[1:], patch, overlap)
+
+    def predictor(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            logits = model(x).float()
+        return torch.sigmoid(logits) if target == "brats_regions" else torch.softmax(logits, 1)
+
+    k = out_channels or int(
+        predictor(torch.zeros((1, image.shape[0], *patch), device=device)).shape[1]
+    )
+    # voxels outside the auto-fit brain cube are background: probability 0 for every region;
+    # for softmax outputs the sliding layout always covers the whole volume
+    probs = tiling.stitch(
+        vol,
+        layout,
+        patch,
+        predictor,
+        k,
+        blend=blend,
+        progress=progress,
+        fill=0.0 if tiling_mode == "auto_fit" else None,
+    )
+    if tiling_mode == "auto_fit" and target != "brats_regions":
+        outside = probs.sum(0) == 0
+        probs[0][outside] = 1.0
+    return probs.cpu().numpy()
+
+
+def labels_from_probs(probs: np.ndarray, target: str, label_values: Sequence[int]) -> np.ndarray:
+    """Label volume in the dataset's values (BraTS: 0/1/2/4 from nested WT > TC > ET)."""
+    if target == "brats_regions":
+        wt, tc, et = probs > 0.5
+        out = np.zeros(wt.shape, np.uint8)
+        out[wt] = 2
+        out[wt & tc] = 1
+        out[wt & tc & et] = 4
+        return out
+    return np.asarray(label_values, dtype=np.uint8)[probs.argmax(0)]
+
+
+def masks_by_name(
+    labels: np.ndarray, target: str, label_names: dict[int, str]
+) -> dict[str, np.ndarray]:
+    """Binary masks to score: BraTS regions (WT, TC, ET) or each foreground label."""
+    if target == "brats_regions":
+        return {"WT": np.isin(labels, (1, 2, 4)), "TC": np.isin(labels, (1, 4)), "ET": labels == 4}
+    return {name: labels == v for v, name in label_names.items() if v != 0}

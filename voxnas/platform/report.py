@@ -1,0 +1,83 @@
+"""Stages that need no Ray: aggregate fold genotypes, build the paper-style results tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..search_spaces.genotypes import aggregate_genotypes
+from .config import Config
+from .metrics import format_summary, summarize, write_table
+from .results import load_search_result, save_aggregate
+
+__all__ = ["aggregate_stage", "collect_retrain_rows", "results_tables"]
+
+
+def aggregate_stage(cfg: Config, log=print):
+    """Seed 000 section 3.1 (sum of softmax(alpha) over folds, argmax) for V-NAS; the most
+    common fold structure for NAS-3D-U-Net. Reads and writes the stage files."""
+    results = {k: load_search_result(cfg, k) for k in range(cfg.split.folds)}
+    missing = [k for k, r in results.items() if r is None]
+    if missing:
+        raise FileNotFoundError(
+            f"no search result for fold(s) {missing} under "
+            f"{cfg.run_dir / 'search'}: run `voxnas search` first"
+        )
+    genotype = aggregate_genotypes(cfg.model.space, [r["alphas"] for r in results.values()])
+    path = save_aggregate(cfg, genotype, {k: r["genotype"] for k, r in results.items()})
+    for k, r in results.items():
+        log(f"  fold {k}: {r['genotype'].code()}")
+    log(f"aggregated genotype: {genotype.code()}\n  -> {path}")
+    return genotype
+
+
+def collect_retrain_rows(cfg: Config) -> list[dict[str, Any]]:
+    """Per-case rows of every retrained architecture and fold found on disk."""
+    rows = []
+    for path in sorted((cfg.run_dir / "retrain").glob("*/fold*/metrics.json")):
+        rows.extend(json.loads(path.read_text()))
+    return rows
+
+
+def results_tables(
+    cfg: Config, rows: list[dict[str, Any]], out: Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Per architecture: overall summary over all test cases, and one per fold. Writes
+    ``per_case.csv``, ``summary.json`` and ``summary.md`` to ``<run>/results``."""
+    out = Path(out or cfg.run_dir / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(rows, out / "per_case.csv")
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    parts, data = [f"# {cfg.name}: results ({cfg.split.folds}-fold cross-validation)"], {}
+    overview = [
+        "| architecture | " + " | ".join(_dice_cols(rows)) + " |",
+        "|---|" + "---|" * len(_dice_cols(rows)),
+    ]
+    for arch in archs:
+        mine = [r for r in rows if r["arch"] == arch]
+        summary = summarize(mine)
+        data[arch] = {"overall": summary, "folds": {}}
+        overview.append(
+            f"| {arch} | "
+            + " | ".join(
+                f"{100 * summary[c]['mean']:.2f} +- {100 * summary[c]['std']:.2f}%"
+                for c in _dice_cols(rows)
+            )
+            + " |"
+        )
+        parts.append(format_summary(summary, f"{arch}: all folds ({len(mine)} cases)"))
+        for fold in sorted({r["fold"] for r in mine}):
+            fs = summarize([r for r in mine if r["fold"] == fold])
+            data[arch]["folds"][str(fold)] = fs
+            dice = ", ".join(f"{c} {100 * fs[c]['mean']:.2f}%" for c in _dice_cols(rows))
+            parts.append(f"- fold {fold}: {dice}")
+    text = "\n\n".join(["\n".join(overview)] + parts[1:])
+    text = parts[0] + "\n\nMean DSC +- std over all test cases:\n\n" + text + "\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
+    return text, data
+
+
+def _dice_cols(rows: list[dict[str, Any]]) -> list[str]:
+    return [k for k in rows[0] if k.startswith("dice/")] if rows else []

@@ -1,0 +1,335 @@
+"""MLflow tracking: the ONLY module that imports mlflow. The schema is in the README.
+
+One experiment per config, one parent run per `voxnas run` (created on the driver before
+any trial), one child run per search trial and per retrain fold (tag ``mlflow.parentRunId``).
+A resumed trial re-attaches to its run by the Ray trial id and skips steps already logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from .config import Config, flatten_config
+
+__all__ = ["ProtocolTracker", "TrialTracker", "ensure_experiment", "tracking_uri", "trial_tracker"]
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri(cfg: Config) -> str:
+    """``--tracking-uri`` / config, then ``MLFLOW_TRACKING_URI``, then sqlite in the workdir."""
+    uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(Path(cfg.workdir) / 'mlflow.db').resolve()}"
+
+
+def ensure_experiment(cfg: Config) -> tuple[MlflowClient, str]:
+    client = MlflowClient(tracking_uri(cfg))
+    name = cfg.tracking.experiment or cfg.name
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return client, exp.experiment_id
+    location = None
+    if tracking_uri(cfg).startswith("sqlite:"):  # artifacts next to the database
+        location = (Path(cfg.workdir) / "mlartifacts").resolve().as_uri()
+    try:
+        return client, client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by another process
+        return client, client.get_experiment_by_name(name).experiment_id
+
+
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+class _RunLogger:
+    """Artifact helpers on one run (text, dict, PNG bytes, files)."""
+
+    client: MlflowClient
+    run_id: str
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: Any, name: str) -> None:
+        self.client.log_dict(self.run_id, data, name)
+
+    def log_png(self, data: bytes, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(name).name
+            path.write_bytes(data)
+            self.client.log_artifact(self.run_id, str(path), str(Path(name).parent or ""))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+
+class TrialTracker(_RunLogger):
+    """A child run for one trial (implements the trainables' Tracker protocol)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        parent_id: str | None,
+        stage: str,
+        fold: int,
+        name: str,
+        trial_id: str,
+        hp: list[str],
+    ):
+        self.client, exp = ensure_experiment(cfg)
+        self.cfg, self.stage = cfg, stage
+        found = self.client.search_runs([exp], f"tags.`voxnas.trial` = '{trial_id}'")
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, "RUNNING")
+        else:
+            tags = {
+                "voxnas.stage": stage,
+                "voxnas.fold": str(fold),
+                "voxnas.trial": trial_id,
+                "voxnas.space": cfg.model.space,
+                "voxnas.hp": " ".join(hp),
+            }
+            if parent_id:
+                tags["mlflow.parentRunId"] = parent_id
+            self.run_id = self.client.create_run(exp, run_name=name, tags=tags).info.run_id
+            _log_params(self.client, self.run_id, flatten_config(cfg))
+            splits = cfg.run_dir / "splits" / f"fold{fold}.json"
+            if splits.is_file():
+                self.client.log_artifact(self.run_id, str(splits), "splits")
+                stats = splits.with_name(f"fold{fold}_stats.json")
+                self.client.log_artifact(self.run_id, str(stats), "splits")
+                ids = json.loads(splits.read_text())
+                _log_params(
+                    self.client,
+                    self.run_id,
+                    {f"cases.{k}": ",".join(v) for k, v in ids.items() if k != "fold"},
+                )
+        history = self.client.get_metric_history(self.run_id, "train_loss")
+        self.last_step = max((m.step for m in history), default=-1)
+        self.alpha_history: list[dict[str, float]] = []
+        self.jsonl = ""
+        if found:
+            try:
+                self.jsonl = mlflow.artifacts.load_text(
+                    f"{self.client.get_run(self.run_id).info.artifact_uri}/genotypes.jsonl"
+                )
+            except Exception:
+                self.jsonl = ""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.alpha_history.append({k: v for k, v in metrics.items() if k.startswith("alpha/")})
+        if step <= self.last_step:  # already logged before a restart
+            return
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+        self.last_step = step
+
+    def log_text(self, text: str, name: str) -> None:
+        if name.endswith(".jsonl"):
+            epoch = json.loads(text)["epoch"]
+            if any(json.loads(line)["epoch"] == epoch for line in self.jsonl.splitlines()):
+                return
+            self.jsonl += text
+            text = self.jsonl
+        super().log_text(text, name)
+
+    def finish_search(self, res) -> None:
+        from . import plots
+
+        g = res.genotype
+        self.log_dict(g.to_dict(), "genotype.json")
+        self.log_text(g.code() + "\n", "genotype_code.txt")
+        self.log_dict(res.alphas, "alphas.json")
+        self.set_tags({"voxnas.genotype": g.code()[:5000]})
+        if self.alpha_history and self.alpha_history[-1]:
+            self.log_png(
+                plots.alpha_heatmap(self.alpha_history[-1], f"{self.stage}: softmax(alpha)"),
+                "plots/alpha_heatmap.png",
+            )
+            self.log_png(plots.alpha_trajectories(self.alpha_history), "plots/alpha_trajectory.png")
+
+    def finish_retrain(self, res) -> None:
+        from . import plots
+        from .bundle import load_bundle
+
+        self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
+        self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
+        model, meta = load_bundle(res.model_path)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                serialization_format="pickle",
+                extra_files=[str(res.model_path)],
+                metadata={"voxnas": json.dumps(meta.to_dict())},
+            )
+        self.set_tags(
+            {
+                "voxnas.model_uri": info.model_uri,
+                "voxnas.arch": res.arch,
+                "voxnas.mean_dice": json.dumps(
+                    {k: v["mean"] for k, v in res.summary.items() if "dice" in k}
+                ),
+            }
+        )
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+def trial_tracker(
+    cfg: Config,
+    parent_id: str | None,
+    stage: str,
+    fold: int,
+    name: str,
+    trial_id: str,
+    hp: list[str],
+) -> TrialTracker | None:
+    if not cfg.tracking.enabled:
+        return None
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    return TrialTracker(cfg, parent_id, stage, fold, name, trial_id, hp)
+
+
+class ProtocolTracker(_RunLogger):
+    """The parent run of one `voxnas run` (driver side); a context manager."""
+
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg, self.resume = cfg, resume
+        self.run_id = ""
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.run_id or None
+
+    def __enter__(self) -> ProtocolTracker:
+        if not self.cfg.tracking.enabled:
+            return self
+        mlflow.set_tracking_uri(tracking_uri(self.cfg))
+        self.client, exp = ensure_experiment(self.cfg)
+        run_dir = str(Path(self.cfg.run_dir).resolve())
+        found = (
+            self.client.search_runs(
+                [exp],
+                f"tags.`voxnas.run_dir` = '{run_dir}' and tags.`voxnas.role` = 'parent'",
+                order_by=["attributes.start_time DESC"],
+            )
+            if self.resume
+            else []
+        )
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, "RUNNING")
+            print(f"MLflow: continuing parent run {self.run_id}")
+            return self
+        run = self.client.create_run(
+            exp,
+            run_name=f"{self.cfg.name} protocol",
+            tags={
+                "voxnas.role": "parent",
+                "voxnas.run_dir": run_dir,
+                "voxnas.space": self.cfg.model.space,
+            },
+        )
+        self.run_id = run.info.run_id
+        _log_params(self.client, self.run_id, flatten_config(self.cfg))
+        folds = self.cfg.run_dir / "splits" / "folds.json"
+        if folds.is_file():
+            self.client.log_artifact(self.run_id, str(folds), "splits")
+        print(f"MLflow: parent run {self.run_id} in {tracking_uri(self.cfg)}")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.run_id:
+            status = (
+                "FINISHED"
+                if exc_type is None
+                else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+            )
+            self.client.set_terminated(self.run_id, status)
+
+    def log_aggregate(self, cfg: Config, genotype) -> None:
+        if not self.run_id:
+            return
+        from .results import aggregate_path
+
+        self.client.log_artifact(self.run_id, str(aggregate_path(cfg)), "aggregate")
+        self.log_text(genotype.code() + "\n", "aggregate/genotype_code.txt")
+        self.set_tags({"voxnas.genotype": genotype.code()[:5000]})
+
+    def log_results(self, cfg: Config, text: str, summary: dict[str, Any]) -> None:
+        if not self.run_id:
+            return
+        from . import plots
+
+        out = cfg.run_dir / "results"
+        self.log_text(text, "results/summary.md")
+        for name in ("per_case.csv", "summary.json"):
+            self.client.log_artifact(self.run_id, str(out / name), "results")
+        rows = json.loads((out / "per_case.json").read_text())
+        self.log_png(plots.dice_box_plot(rows), "results/dice_boxplot.png")
+        metrics = {
+            f"{arch}/{col}/{stat}": v[stat]
+            for arch, s in summary.items()
+            for col, v in s["overall"].items()
+            for stat in ("mean", "std", "median")
+        }
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("+", "_"), float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def register_best(self, cfg: Config) -> str | None:
+        """Register the best fold model of the searched architecture; returns its URI."""
+        if not self.run_id:
+            return None
+        exp = self.client.get_run(self.run_id).info.experiment_id
+        runs = self.client.search_runs(
+            [exp],
+            f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`voxnas.arch` = 'searched'",
+        )
+        best, score = None, -1.0
+        for r in runs:
+            dice = json.loads(r.data.tags.get("voxnas.mean_dice", "{}"))
+            s = sum(dice.values()) / len(dice) if dice else 0.0
+            if "voxnas.model_uri" in r.data.tags and s > score:
+                best, score = r, s
+        if best is None:
+            return None
+        name = cfg.tracking.registered_model or cfg.name
+        version = mlflow.register_model(best.data.tags["voxnas.model_uri"], name)
+        uri = f"models:/{name}/{version.version}"
+        self.set_tags({"voxnas.registered_model": uri})
+        self.client.set_model_version_tag(
+            name, version.version, "voxnas.fold", best.data.tags.get("voxnas.fold", "")
+        )
+        print(
+            f"MLflow: registered {uri} (fold {best.data.tags.get('voxnas.fold')}, "
+            f"mean DSC {score:.4f})"
+        )
+        return uri
+
+
+def download_model_bundle(uri: str, dest: Path) -> Path:
+    """Fetch a logged/registered model's voxnas bundle (``model.pt``) to ``dest``."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    found = sorted(local.rglob("model.pt"))
+    if not found:
+        raise FileNotFoundError(f"{uri}: no voxnas bundle (model.pt) among the model's files")
+    return found[0]
