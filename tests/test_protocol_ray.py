@@ -88,6 +88,75 @@ def test_folds_times_hyperparameter_sets(local_ray, tmp_path):
     assert "| searched |" in summary and "dice/organ" in summary
     hp_sets = json.loads((cfg.run_dir / "search" / "hp_sets.json").read_text())
     assert len(hp_sets) == 2 and sum(s["best"] for s in hp_sets) == 1
+    from mlflow_checks import check_store
+
+    from voxnas.platform.tracking import tracking_uri
+
+    check_store(
+        tracking_uri(cfg),
+        "voxnas-demo",
+        n_search=4,
+        n_retrain=2,
+        epochs=3,
+        model_name="voxnas-demo",
+    )
+    assert out["model_uri"] == "models:/voxnas-demo/1"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_against_a_tracking_server(local_ray, tmp_path):
+    import urllib.request
+
+    from mlflow_checks import check_store
+
+    from voxnas.platform.orchestration import run_protocol
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            (tmp_path / "server-artifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "server did not start"
+            time.sleep(1)
+        cfg = tiny(tmp_path / "w", f"tracking.tracking_uri={uri}", "search.epochs=2")
+        run_protocol(cfg)
+        check_store(uri, "voxnas-demo", n_search=2, n_retrain=2, epochs=2, model_name="voxnas-demo")
+        assert not (tmp_path / "w" / "mlflow.db").exists()  # nothing went to the local store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # only the server we started (its own group)
+        server.wait(timeout=30)
 
 
 def test_two_node_cluster(tmp_path):
@@ -182,9 +251,9 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
     args += sets
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     stage = cfg.run_dir.resolve() / "tune" / "search"
-    proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # a file, not a pipe nobody reads (a full pipe would block the driver); closed below
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     first = None
     while time.time() < deadline and proc.poll() is None:
@@ -195,9 +264,14 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
             first = finished[0]
             break
         time.sleep(0.3)
-    assert first is not None, "never saw one finished and one running trial"
+    assert first is not None, (
+        "never saw one finished and one running trial: "
+        + (tmp_path / "run.log").read_text()[-3000:]
+    )
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    log.close()
+    out = (tmp_path / "run.log").read_text()
     assert proc.returncode != 0, out[-2000:]
     assert not (cfg.run_dir / "results" / "summary.md").exists()
     rows_before = len(_trial_rows(stage)[first])

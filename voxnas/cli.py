@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -370,6 +371,123 @@ def run(config, overrides, resume, address, tracking_uri) -> None:
         click.echo(str(err), err=True)
         sys.exit(130)
     _closing(out)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_uri",
+    required=True,
+    help="models:/NAME/VERSION, runs:/RUN_ID/model, or a local model.pt bundle.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="A NIfTI file, a folder of them, or a BraTS subject folder.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(),
+    help="Output .nii.gz for one input, else a folder (<case>_seg.nii.gz).",
+)
+@click.option(
+    "--tracking-uri",
+    help="MLflow tracking URI for models:/ and runs:/ URIs (default: MLFLOW_TRACKING_URI).",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+def predict(model_uri, input_path, output_path, tracking_uri, device) -> None:
+    """Segment new scans with a trained or registered model. Masks keep the input's affine,
+    shape and orientation and use the dataset's label values (BraTS: 1/2/4)."""
+    from .platform.device import pick_device
+    from .platform.predict import find_inputs, load_model, predict_paths
+
+    dev = pick_device(device)
+    try:
+        model, meta = load_model(model_uri, dev, tracking_uri)
+        cases = find_inputs(Path(input_path), meta)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"model {meta.arch} ({meta.space}), {len(cases)} input(s), device {dev}")
+    with click.progressbar(length=len(cases), label="segmenting") as bar:
+        written = predict_paths(
+            model, meta, cases, Path(output_path), dev, progress=lambda i, n: bar.update(1)
+        )
+    for w in written:
+        click.echo(f"wrote {w}")
+
+
+@main.command()
+@CONFIG_ARG
+@SET_OPT
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option(
+    "--tracking-uri", help="Store to open (default: the config's, or sqlite in the workdir)."
+)
+def ui(config, overrides, port, tracking_uri) -> None:
+    """Start the MLflow UI on the project's store, bound to 127.0.0.1."""
+    import subprocess
+
+    from .platform.tracking import tracking_uri as uri_of
+
+    cfg = _load(config, overrides)
+    uri = tracking_uri or uri_of(cfg)
+    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(subprocess.call(cmd))
+
+
+@main.command()
+@click.option(
+    "--space",
+    type=click.Choice(["vnas", "nas3dunet"]),
+    default="vnas",
+    show_default=True,
+    help="V-NAS on MSD-style CT phantoms, or NAS-3D-U-Net on BraTS-style MRI phantoms.",
+)
+@SET_OPT
+@click.option("--quick", is_flag=True, help="Fewer iterations (what CI runs).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
+@click.option("--address", help="Ray cluster address (default: a local Ray).")
+def demo(space, overrides, quick, resume, address) -> None:
+    """The main job: synthetic data, local Ray, local MLflow, the whole search -> aggregate
+    -> retrain -> evaluate protocol (4 folds in parallel), model registration, and a
+    prediction of a held-out volume."""
+    from .platform.demo import demo_config, run_demo
+    from .platform.orchestration import InterruptedStageError
+
+    try:
+        cfg = demo_config(space, list(overrides), quick)
+    except (ConfigError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    try:
+        out = run_demo(cfg, address=address, resume=resume, log=click.echo)
+    except InterruptedStageError as err:
+        click.echo(str(err), err=True)
+        sys.exit(130)
+    _closing(out)
+    if out.get("prediction"):
+        click.echo(f"held-out prediction: {out['prediction']}")
+    click.echo(f"wall time:           {out['wall_s']:.0f} s")
+    demo_yaml = "demo.yaml" if space == "vnas" else "demo_nas3dunet.yaml"
+    click.echo(f"open the MLflow UI:  voxnas ui configs/{demo_yaml}")
 
 
 def _closing(out: dict) -> None:

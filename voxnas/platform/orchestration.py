@@ -18,7 +18,7 @@ from typing import Any
 from .config import Config, config_to_dict
 from .data.prepare import prepare_data
 from .report import aggregate_stage, collect_retrain_rows, results_tables
-from .results import load_aggregate, load_search_result, save_search_result
+from .results import load_aggregate, load_search_result, retrain_dir, save_search_result
 
 __all__ = [
     "InterruptedStageError",
@@ -153,6 +153,12 @@ def _trial_dirname(trial) -> str:
     return f"fold{cfg.get('fold', cfg.get('__trial_index__', 0))}_{trial.trial_id}"
 
 
+def _prepare_all_folds(cfg: Config) -> None:
+    prep = prepare_data(cfg)
+    for k in range(cfg.split.folds):
+        prep.fold(k)  # writes <run>/splits/fold<k>.json and its statistics
+
+
 def _ensure_tracking(cfg: Config) -> None:
     """Create the MLflow database and experiment on the driver before trials write to it."""
     if cfg.tracking.enabled:
@@ -178,7 +184,7 @@ def run_search_stage(
     if resume and all(done.values()):
         print(f"search stage already finished ({cfg.run_dir / 'search'}); reusing it")
         return done
-    prepare_data(cfg)  # check + cache once, before any trial
+    _prepare_all_folds(cfg)  # check + cache + every fold's split, once, before any trial
     _ensure_tracking(cfg)
     init_ray(cfg, address)
     from ray.tune.search import Repeater
@@ -243,10 +249,6 @@ def run_search_stage(
     return {f: load_search_result(cfg, f) for f in range(k)}
 
 
-def _arch_tag(arch: str) -> str:
-    return arch.replace("/", "-").replace(" ", "")
-
-
 def run_retrain_stage(
     cfg: Config,
     genotype,
@@ -269,12 +271,12 @@ def run_retrain_stage(
         else:
             archs.append({"arch": "searched", "genotype_json": json.dumps(spec.to_dict())})
     todo = [
-        dict(a, fold=f, out_dir=str(cfg.run_dir / "retrain" / _arch_tag(a["arch"]) / f"fold{f}"))
+        dict(a, fold=f, out_dir=str(retrain_dir(cfg, a["arch"], f)))
         for a in archs
         for f in range(cfg.split.folds)
     ]
     if not (resume and all((Path(t["out_dir"]) / "metrics.json").is_file() for t in todo)):
-        prepare_data(cfg)
+        _prepare_all_folds(cfg)
         _ensure_tracking(cfg)
         init_ray(cfg, address)
         base = {"voxnas": config_to_dict(cfg), "parent_run_id": parent_run_id}

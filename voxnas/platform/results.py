@@ -19,10 +19,16 @@ __all__ = [
     "aggregate_path",
     "load_aggregate",
     "load_search_result",
+    "retrain_dir",
     "save_aggregate",
     "save_search_result",
     "search_result_path",
 ]
+
+
+def retrain_dir(cfg: Config, arch_name: str, fold: int) -> Path:
+    """``<run>/retrain/<arch>/fold<k>``; ``/`` and spaces of names like ``P3D/P3D`` dropped."""
+    return cfg.run_dir / "retrain" / arch_name.replace("/", "-").replace(" ", "") / f"fold{fold}"
 
 
 def search_result_path(cfg: Config, fold: int, tag: str = "") -> Path:

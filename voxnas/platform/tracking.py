@@ -52,6 +52,13 @@ def _log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> No
         client.log_batch(run_id, params=items[i : i + 100])
 
 
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+
+
 class _RunLogger:
     """Artifact helpers on one run (text, dict, PNG bytes, files)."""
 
@@ -133,10 +140,7 @@ class TrialTracker(_RunLogger):
         self.alpha_history.append({k: v for k, v in metrics.items() if k.startswith("alpha/")})
         if step <= self.last_step:  # already logged before a restart
             return
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+        _log_metrics(self.client, self.run_id, metrics, step)
         self.last_step = step
 
     def log_text(self, text: str, name: str) -> None:
@@ -290,10 +294,7 @@ class ProtocolTracker(_RunLogger):
             for col, v in s["overall"].items()
             for stat in ("mean", "std", "median")
         }
-        now = int(time.time() * 1000)
-        items = [Metric(k.replace("+", "_"), float(v), now, 0) for k, v in metrics.items()]
-        for i in range(0, len(items), 500):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+        _log_metrics(self.client, self.run_id, metrics, 0)
 
     def register_best(self, cfg: Config) -> str | None:
         """Register the best fold model of the searched architecture; returns its URI."""

@@ -22,6 +22,8 @@ __all__ = [
     "MemoryTracker",
     "Reporter",
     "Tracker",
+    "batch_to_device",
+    "load_cases",
     "load_checkpoint",
     "make_sampler",
     "make_weight_optimizer",
@@ -131,6 +133,19 @@ def make_sampler(
     p = cfg.patch
     return PatchSampler(
         cases, size, seed, p.foreground_ratio, p.flip, p.rotate90, p.rotate_degrees, p.elastic_prob
+    )
+
+
+def batch_to_device(
+    batch: tuple[np.ndarray, np.ndarray], cfg: Config, label_values: list[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampler batch as tensors on ``device``, labels turned into the loss's target."""
+    from ..platform.losses import make_target
+
+    x, y = batch
+    return (
+        torch.from_numpy(x).to(device),
+        make_target(torch.from_numpy(y.astype(np.int64)).to(device), cfg.data.target, label_values),
     )
 
 

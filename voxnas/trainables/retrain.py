@@ -18,13 +18,15 @@ from ..platform.data.prepare import PreparedData, prepare_data
 from ..platform.data.preprocess import invert_geometry
 from ..platform.device import autocast, pick_device
 from ..platform.inference import labels_from_probs, masks_by_name, predict_volume
-from ..platform.losses import make_loss, make_target
+from ..platform.losses import make_loss
 from ..platform.metrics import case_metrics, summarize, write_table
 from ..platform.model_factory import build_model, model_kwargs, out_channels_for
+from ..platform.results import retrain_dir
 from ..search_spaces.registry import Architecture, resolve_architecture
 from .common import (
     Reporter,
     Tracker,
+    batch_to_device,
     load_cases,
     load_checkpoint,
     make_sampler,
@@ -114,8 +116,7 @@ def run_retrain_fold(
     prep = prepared or prepare_data(cfg, log)
     split = prep.fold(fold)
     arch = arch if isinstance(arch, Architecture) else resolve_architecture(arch)
-    tag = arch.name.replace("/", "-").replace(" ", "")
-    out_dir = Path(out_dir or cfg.run_dir / "retrain" / tag / f"fold{fold}")
+    out_dir = Path(out_dir or retrain_dir(cfg, arch.name, fold))
     device = pick_device(cfg.device)
     seed = cfg.seed * 1000 + 500 + fold
     seed_everything(seed)
@@ -148,11 +149,7 @@ def run_retrain_fold(
         model.train()
         losses = []
         for _ in range(r.iterations_per_epoch):
-            x, y = sampler.batch(cfg.patch.batch_size)
-            x = torch.from_numpy(x).to(device)
-            y = make_target(
-                torch.from_numpy(y.astype(np.int64)).to(device), cfg.data.target, label_values
-            )
+            x, y = batch_to_device(sampler.batch(cfg.patch.batch_size), cfg, label_values, device)
             opt.zero_grad(set_to_none=True)
             with autocast(device):
                 loss = loss_fn(model(x), y)

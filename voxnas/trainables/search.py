@@ -25,12 +25,13 @@ import torch
 from ..platform.config import Config
 from ..platform.data.prepare import PreparedData, prepare_data
 from ..platform.device import autocast, pick_device
-from ..platform.losses import make_loss, make_target
+from ..platform.losses import make_loss
 from ..platform.model_factory import build_model, out_channels_for, supernet_name
 from ..search_spaces.genotypes import derive_genotype, genotype_from_json, softmax
 from .common import (
     Reporter,
     Tracker,
+    batch_to_device,
     load_cases,
     load_checkpoint,
     make_sampler,
@@ -115,14 +116,6 @@ def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:
     return float(np.concatenate(ent).mean()) if ent else 0.0
 
 
-def _to_device(batch, cfg: Config, label_values, device):
-    x, y = batch
-    return (
-        torch.from_numpy(x).to(device),
-        make_target(torch.from_numpy(y.astype(np.int64)).to(device), cfg.data.target, label_values),
-    )
-
-
 def run_search_fold(
     cfg: Config,
     fold: int,
@@ -197,8 +190,8 @@ def run_search_fold(
         update_arch = epoch >= s.warmup_epochs and model.mode == "search"
         w_losses, a_losses = [], []
         for _ in range(s.iterations_per_epoch):
-            tb = _to_device(train.batch(cfg.patch.batch_size), cfg, label_values, device)
-            vb = _to_device(val.batch(cfg.patch.batch_size), cfg, label_values, device)
+            tb = batch_to_device(train.batch(cfg.patch.batch_size), cfg, label_values, device)
+            vb = batch_to_device(val.batch(cfg.patch.batch_size), cfg, label_values, device)
             wl, al = bilevel_step(
                 model,
                 w_opt,
@@ -218,7 +211,7 @@ def run_search_fold(
                 it_sched.step()
         model.eval()
         with torch.no_grad(), autocast(device):
-            vals = [_to_device(b, cfg, label_values, device) for b in fixed_val]
+            vals = [batch_to_device(b, cfg, label_values, device) for b in fixed_val]
             outs = [(model(x).float(), y) for x, y in vals]
             val_loss = float(np.mean([float(loss_fn(o, y)) for o, y in outs]))
             val_dice = float(np.mean([patch_dice(o, y, cfg.data.target) for o, y in outs]))
