@@ -283,3 +283,16 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(after) == 2 and len(after[first]) == rows_before  # not rerun
     assert all(r[-1].get("final") for r in after.values())
     assert (cfg.run_dir / "results" / "summary.md").is_file()
+    # the interrupted trial continued its own MLflow run: 2 search runs, no step twice
+    from mlflow_checks import check_store
+
+    from voxnas.platform.tracking import tracking_uri
+
+    check_store(
+        tracking_uri(cfg),
+        "voxnas-demo",
+        n_search=2,
+        n_retrain=2,
+        epochs=6,
+        model_name="voxnas-demo",
+    )
