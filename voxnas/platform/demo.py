@@ -39,7 +39,9 @@ def run_demo(cfg: Config, address: str | None = None, resume: bool = False, log=
     root = dataset_root(cfg)
     held_out = sorted((root / "imagesTs").glob("*.nii.gz")) if (root / "imagesTs").is_dir() else []
     if out.get("model_uri") and held_out:
-        model, meta = load_model(out["model_uri"], device=None)
+        from .tracking import tracking_uri
+
+        model, meta = load_model(out["model_uri"], None, tracking_uri(cfg))
         dest = Path(cfg.run_dir).resolve() / "predictions" / f"{held_out[0].name}"
         written = predict_paths(
             model, meta, find_inputs(held_out[0], meta), dest, next(model.parameters()).device

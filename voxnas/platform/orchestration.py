@@ -294,7 +294,7 @@ def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) 
 
     with ProtocolTracker(cfg, resume) as tracker:
         run_search_stage(cfg, address, resume, tracker.parent_id)
-        genotype = load_aggregate(cfg) if resume and load_aggregate(cfg) else aggregate_stage(cfg)
+        genotype = (load_aggregate(cfg) if resume else None) or aggregate_stage(cfg)
         tracker.log_aggregate(cfg, genotype)
         rows = run_retrain_stage(
             cfg, genotype, tuple(cfg.retrain.extra_rows), address, resume, tracker.parent_id

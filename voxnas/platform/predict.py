@@ -30,14 +30,10 @@ def load_model(uri: str, device: torch.device, tracking_uri: str | None = None):
         return load_bundle(path, device)
     if "://" not in uri and ":/" not in uri:
         raise FileNotFoundError(f"{uri}: no such model file (or give an MLflow models:/ URI)")
-    import mlflow
-
     from .tracking import download_model_bundle
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        return load_bundle(download_model_bundle(uri, Path(tmp)), device)
+        return load_bundle(download_model_bundle(uri, Path(tmp), tracking_uri), device)
 
 
 def find_inputs(path: Path, meta: ModelMeta) -> list[Case]:

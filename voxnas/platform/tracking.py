@@ -7,10 +7,12 @@ A resumed trial re-attaches to its run by the Ray trial id and skips steps alrea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,24 @@ def tracking_uri(cfg: Config) -> str:
     """``--tracking-uri`` / config, then ``MLFLOW_TRACKING_URI``, then sqlite in the workdir."""
     uri = cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{(Path(cfg.workdir) / 'mlflow.db').resolve()}"
+
+
+@contextlib.contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent APIs (log_model, register_model, artifact downloads) read a global URI,
+    and ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment
+    that child processes inherit: set both only for the block, then restore them."""
+    prev_env = os.environ.get("MLFLOW_TRACKING_URI")
+    prev = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(prev)
+        if prev_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = prev_env
 
 
 def ensure_experiment(cfg: Config) -> tuple[MlflowClient, str]:
@@ -174,7 +194,7 @@ class TrialTracker(_RunLogger):
         self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
         self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
         model, meta = load_bundle(res.model_path)
-        with mlflow.start_run(run_id=self.run_id):
+        with using_tracking_uri(tracking_uri(self.cfg)), mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name="model",
@@ -207,7 +227,6 @@ def trial_tracker(
 ) -> TrialTracker | None:
     if not cfg.tracking.enabled:
         return None
-    mlflow.set_tracking_uri(tracking_uri(cfg))
     return TrialTracker(cfg, parent_id, stage, fold, name, trial_id, hp)
 
 
@@ -225,7 +244,6 @@ class ProtocolTracker(_RunLogger):
     def __enter__(self) -> ProtocolTracker:
         if not self.cfg.tracking.enabled:
             return self
-        mlflow.set_tracking_uri(tracking_uri(self.cfg))
         self.client, exp = ensure_experiment(self.cfg)
         run_dir = str(Path(self.cfg.run_dir).resolve())
         found = (
@@ -314,7 +332,8 @@ class ProtocolTracker(_RunLogger):
         if best is None:
             return None
         name = cfg.tracking.registered_model or cfg.name
-        version = mlflow.register_model(best.data.tags["voxnas.model_uri"], name)
+        with using_tracking_uri(tracking_uri(cfg)):
+            version = mlflow.register_model(best.data.tags["voxnas.model_uri"], name)
         uri = f"models:/{name}/{version.version}"
         self.set_tags({"voxnas.registered_model": uri})
         self.client.set_model_version_tag(
@@ -327,9 +346,11 @@ class ProtocolTracker(_RunLogger):
         return uri
 
 
-def download_model_bundle(uri: str, dest: Path) -> Path:
-    """Fetch a logged/registered model's voxnas bundle (``model.pt``) to ``dest``."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+def download_model_bundle(uri: str, dest: Path, store: str | None = None) -> Path:
+    """Fetch a logged/registered model's voxnas bundle (``model.pt``) to ``dest`` from the
+    tracking ``store`` (default: ``MLFLOW_TRACKING_URI``)."""
+    with using_tracking_uri(store or mlflow.get_tracking_uri()):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
     found = sorted(local.rglob("model.pt"))
     if not found:
         raise FileNotFoundError(f"{uri}: no voxnas bundle (model.pt) among the model's files")
