@@ -92,7 +92,7 @@ def test_folds_times_hyperparameter_sets(local_ray, tmp_path):
 
     from voxnas.platform.tracking import tracking_uri
 
-    check_store(
+    runs = check_store(
         tracking_uri(cfg),
         "voxnas-demo",
         n_search=4,
@@ -100,6 +100,7 @@ def test_folds_times_hyperparameter_sets(local_ray, tmp_path):
         epochs=3,
         model_name="voxnas-demo",
     )
+    assert len({r.info.run_name for r in runs["search"]}) == 4  # f0/f1 x two set tags
     assert out["model_uri"] == "models:/voxnas-demo/1"
 
 

@@ -38,11 +38,25 @@ def run_demo(cfg: Config, address: str | None = None, resume: bool = False, log=
     out = run_protocol(cfg, address=address, resume=resume)
     root = dataset_root(cfg)
     held_out = sorted((root / "imagesTs").glob("*.nii.gz")) if (root / "imagesTs").is_dir() else []
+    syn = cfg.data.synthetic
+    if not held_out and cfg.data.root is None and syn.layout == "brats":
+        # the BraTS layout has no imagesTs: one unseen subject from another seed
+        from .data.synthetic import write_synthetic
+
+        unseen = write_synthetic(
+            Path(cfg.workdir) / "data" / "unseen-brats",
+            "brats",
+            1,
+            tuple(syn.shape),
+            syn.seed + 999,
+        )
+        held_out = sorted(d for d in unseen.iterdir() if d.is_dir())
     if out.get("model_uri") and held_out:
         from .tracking import tracking_uri
 
         model, meta = load_model(out["model_uri"], None, tracking_uri(cfg))
-        dest = Path(cfg.run_dir).resolve() / "predictions" / f"{held_out[0].name}"
+        name = held_out[0].name if held_out[0].is_file() else f"{held_out[0].name}_seg.nii.gz"
+        dest = Path(cfg.run_dir).resolve() / "predictions" / name
         written = predict_paths(
             model, meta, find_inputs(held_out[0], meta), dest, next(model.parameters()).device
         )

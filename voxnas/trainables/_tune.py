@@ -7,6 +7,7 @@ plain functions' own checkpoint folders, handed to Tune each epoch and restored 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -70,12 +71,19 @@ def _tracker(cfg, config: dict[str, Any], stage: str, fold: int, name: str):
     )
 
 
+def _hp_tag(config: dict[str, Any]) -> str:
+    """Names a hyperparameter set in run names: ``0`` for the config's own, else a short hash
+    of the sampled values (the same on every fold of a set)."""
+    hp = hp_overrides(config)
+    return hashlib.sha1(" ".join(sorted(hp)).encode()).hexdigest()[:6] if hp else "0"
+
+
 def search_trainable(config: dict[str, Any]) -> None:
     cfg = _cfg(config)
     fold = int(config.get("fold", config.get("__trial_index__", 0)))
     workdir = Path(tune.get_context().get_trial_dir())
     (workdir / "worker.pid").write_text(str(os.getpid()))  # for operators (and the kill test)
-    tracker = _tracker(cfg, config, "search", fold, f"search f{fold} h{config.get('hp_set', 0)}")
+    tracker = _tracker(cfg, config, "search", fold, f"search f{fold} h{_hp_tag(config)}")
     try:
         res = run_search_fold(
             cfg,
