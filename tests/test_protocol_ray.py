@@ -22,27 +22,29 @@ ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TINY = [
+    "data.synthetic.cases=6",
+    "data.synthetic.shape=[32,32,16]",
+    "split.folds=2",
+    "patch.search=[32,32,16]",
+    "patch.train=[32,32,16]",
+    "patch.test=[32,32,16]",
+    "patch.batch_size=2",
+    "model.width=0.0625",
+    "model.psp=false",
+    "search.epochs=3",
+    "search.iterations_per_epoch=2",
+    "search.warmup_epochs=1",
+    "search.arch_optim.lr=0.05",
+    "retrain.epochs=1",
+    "retrain.iterations_per_epoch=2",
+    "ray.cpus_per_trial=1",
+    "ray.max_failures=2",
+]
+
+
 def tiny(workdir: Path, *extra: str):
-    sets = [
-        "data.synthetic.cases=6",
-        "data.synthetic.shape=[32,32,16]",
-        "split.folds=2",
-        "patch.search=[32,32,16]",
-        "patch.train=[32,32,16]",
-        "patch.test=[32,32,16]",
-        "patch.batch_size=2",
-        "model.width=0.0625",
-        "model.psp=false",
-        "search.epochs=3",
-        "search.iterations_per_epoch=2",
-        "search.warmup_epochs=1",
-        "search.arch_optim.lr=0.05",
-        "retrain.epochs=1",
-        "retrain.iterations_per_epoch=2",
-        "ray.cpus_per_trial=1",
-        "ray.max_failures=2",
-        f"workdir={workdir}",
-    ]
+    sets = [*TINY, f"workdir={workdir}"]
     return load_config(ROOT / "configs" / "demo.yaml", [*sets, *extra])
 
 
@@ -232,23 +234,8 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
     ]
     cfg = tiny(tmp_path, "ray.max_concurrent_trials=1", "search.epochs=6")
     args = [sys.executable, "-m", "voxnas.cli", "run", str(ROOT / "configs" / "demo.yaml")]
-    for s in [
-        "data.synthetic.cases=6",
-        "data.synthetic.shape=[32,32,16]",
-        "split.folds=2",
-        "patch.search=[32,32,16]",
-        "patch.train=[32,32,16]",
-        "patch.test=[32,32,16]",
-        "patch.batch_size=2",
-        "model.width=0.0625",
-        "model.psp=false",
-        "search.iterations_per_epoch=2",
-        "search.warmup_epochs=1",
-        "retrain.epochs=1",
-        "retrain.iterations_per_epoch=2",
-        f"workdir={tmp_path}",
-    ]:
-        args += ["--set", s]
+    for item in [*TINY, f"workdir={tmp_path}"]:  # the same settings as cfg, via the CLI
+        args += ["--set", item]
     args += sets
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     stage = cfg.run_dir.resolve() / "tune" / "search"

@@ -10,7 +10,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MixedOp"]
+__all__ = ["MixedOp", "SearchableNet"]
+
+
+class SearchableNet(nn.Module):
+    """A network whose parameters split into architecture (alphas) and weights."""
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
 
 
 class MixedOp(nn.Module):

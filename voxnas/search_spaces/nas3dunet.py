@@ -21,7 +21,7 @@ from torch import nn
 
 from .genotypes import NAS3DGenotype, cell_edges, softmax
 from .layers import Conv3d, group_norm
-from .mixed import MixedOp
+from .mixed import MixedOp, SearchableNet
 from .ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
 
 __all__ = ["NAS3DUNet"]
@@ -79,7 +79,7 @@ class Cell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class NAS3DUNet(nn.Module):
+class NAS3DUNet(SearchableNet):
     """Supernet (``genotype=None``; ``mode`` ``search`` or ``mix``) or fixed network."""
 
     def __init__(
@@ -142,10 +142,6 @@ class NAS3DUNet(nn.Module):
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [getattr(self, f"alpha_{k}") for k in ALPHA_KEYS] if self.genotype is None else []
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
 
     def alphas(self) -> dict[str, torch.Tensor]:
         if self.genotype is not None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .genotypes import ENCODER_LAYOUT, N_DECODER, N_ENCODER, VNASGenotype, softmax
 from .layers import Conv3d, conv_bn_relu, upsample
-from .mixed import MixedOp
+from .mixed import MixedOp, SearchableNet
 from .ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS, short_name
 
 __all__ = ["VNAS"]
@@ -88,7 +88,7 @@ class PyramidPooling(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-class VNAS(nn.Module):
+class VNAS(SearchableNet):
     """Supernet (``genotype=None``; ``mode`` ``search`` or ``mix``) or fixed network."""
 
     def __init__(
@@ -150,10 +150,6 @@ class VNAS(nn.Module):
     # ---- architecture parameters ----------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha_encoder, self.alpha_decoder] if self.genotype is None else []
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
 
     def alphas(self) -> dict[str, torch.Tensor]:
         if self.genotype is not None:
