@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import ModelMeta, load_bundle
+from .bundle import ModelMeta, load_bundle, segment
 from .data.layouts import Case
 from .data.nifti import load_header, save_volume
 from .data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
 from .device import pick_device
-from .inference import labels_from_probs, predict_volume
 
 __all__ = ["find_inputs", "load_model", "predict_paths"]
 
@@ -92,18 +91,7 @@ def predict_paths(
     for i, case in enumerate(cases):
         image, _, geom = load_case(case, settings, meta.label_values)
         image = preprocess_image(image, settings)
-        probs = predict_volume(
-            model,
-            image,
-            tuple(meta.patch),
-            meta.target,
-            meta.tiling,
-            meta.overlap,
-            meta.blend,
-            device,
-            meta.out_channels,
-        )
-        labels = labels_from_probs(probs, meta.target, meta.label_values)
+        labels = segment(model, meta, image, device)
         mask = invert_geometry(labels, geom).astype(np.uint8)
         dest = Path(output) if single else Path(output) / f"{case.case_id}_seg.nii.gz"
         save_volume(dest, mask, np.asarray(geom.source_affine))

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..platform.bundle import ModelMeta, save_bundle
+from ..platform.bundle import ModelMeta, save_bundle, segment
 from ..platform.config import Config
 from ..platform.data.nifti import save_volume
 from ..platform.data.prepare import PreparedData, prepare_data
 from ..platform.data.preprocess import invert_geometry
 from ..platform.device import autocast, pick_device
-from ..platform.inference import labels_from_probs, masks_by_name, predict_volume
+from ..platform.inference import masks_by_name
 from ..platform.losses import make_loss
 from ..platform.metrics import case_metrics, summarize, write_table
 from ..platform.model_factory import build_model, model_kwargs, out_channels_for
@@ -67,18 +67,7 @@ def evaluate_cases(
     """Whole-volume prediction and per-case metrics (on the preprocessed grid, in mm)."""
     rows = []
     for case in cases:
-        probs = predict_volume(
-            model,
-            np.asarray(case.image),
-            tuple(meta.patch),
-            meta.target,
-            meta.tiling,
-            meta.overlap,
-            meta.blend,
-            device,
-            meta.out_channels,
-        )
-        pred = labels_from_probs(probs, meta.target, meta.label_values)
+        pred = segment(model, meta, np.asarray(case.image), device)
         gt = np.asarray(meta.label_values, np.uint8)[np.asarray(case.label)]
         m = case_metrics(
             masks_by_name(pred, meta.target, meta.label_names),
