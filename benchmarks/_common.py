@@ -23,12 +23,36 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def write_results(name: str, rows: list[dict], note: str = "") -> str:
-    """Write ``results/NAME.json`` and ``results/NAME.md``; return the markdown table."""
+def cpu_model() -> str:
+    """The CPU's model name and vector extensions (numerics and speed depend on them)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'})"
+
+
+def write_results(name: str, rows: list[dict], note: str = "", extra: dict | None = None) -> str:
+    """Write ``results/NAME.json`` and ``results/NAME.md``; return the markdown table.
+    The JSON names the CPU it ran on (``meta.cpu``)."""
+    import os
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
-        "machine": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
         "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        **(extra or {}),
     }
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     cols = list(rows[0])
@@ -36,7 +60,8 @@ def write_results(name: str, rows: list[dict], note: str = "") -> str:
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     table = "\n".join(lines)
-    (RESULTS / f"{name}.md").write_text((note + "\n\n" if note else "") + table + "\n")
+    head = (note + "\n\n" if note else "") + f"CPU: {meta['cpu']}, {meta['cores']} cores\n\n"
+    (RESULTS / f"{name}.md").write_text(head + table + "\n")
     return table
 
 

@@ -14,27 +14,43 @@ from voxnas.platform.metrics import compute_dice
 from voxnas.trainables.retrain import run_retrain_fold
 
 LEARNING_SETTINGS = [
-    "retrain.epochs=40",
+    "retrain.epochs=20",
     "retrain.iterations_per_epoch=30",
-    "patch.batch_size=2",
-    "retrain.optim.lr=0.01",
+    "retrain.optim.lr=0.05",
 ]
+LEARNING_SEEDS = (0, 1, 2)
+# measured median on the machines this was written on is in benchmarks/results/learning.json;
+# the threshold sits at least 0.05 below it (README, "Quality figures")
+LEARNING_THRESHOLD = 0.80
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def learning_run(workdir, seed: int):
     cfg = load_config(
-        "configs/demo.yaml", [f"workdir={tmp_path_factory.mktemp('learn')}", *LEARNING_SETTINGS]
+        "configs/demo.yaml", [f"workdir={workdir}", f"seed={seed}", *LEARNING_SETTINGS]
     )
     return run_retrain_fold(cfg, 0, "P3D/P3D", log=lambda s: None)
 
 
-def test_p3d_retrain_learns_the_organ(trained):
-    dice = [r["dice/organ"] for r in trained.rows]
-    print(f"held-out organ DSC per case: {np.round(dice, 4).tolist()}, mean {np.mean(dice):.4f}")
-    assert len(dice) == 3 and np.mean(dice) >= 0.85
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learn")
+    return [learning_run(root / f"s{seed}", seed) for seed in LEARNING_SEEDS]
+
+
+@pytest.fixture(scope="module")
+def trained(runs):
+    return runs[0]
+
+
+def test_p3d_retrain_learns_the_organ(runs):
+    """Median over 3 seeds of the mean held-out organ DSC: no single chaotic trajectory
+    decides the test."""
+    means = [float(np.mean([r["dice/organ"] for r in run.rows])) for run in runs]
+    print(f"held-out organ DSC, mean per seed: {np.round(means, 4).tolist()}")
+    assert all(len(run.rows) == 3 for run in runs)
+    assert np.median(means) >= LEARNING_THRESHOLD
 
 
 def test_predict_keeps_the_input_geometry(trained, tmp_path):

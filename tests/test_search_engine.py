@@ -127,8 +127,14 @@ def test_search_reports_and_tracks_every_epoch(tmp_path):
     res = run_search_fold(cfg, 1, rep, trk, log=lambda s: None)
     assert [r["epoch"] for r in rep.results] == [0, 1, 2, 3]
     assert all(np.isfinite(r["train_loss"]) and 0 <= r["val_dice"] <= 1 for r in rep.results)
-    assert np.isnan(rep.results[0]["arch_loss"])  # warm-up: no alpha updates yet
+    assert "arch_loss" not in rep.results[0]  # warm-up: no alpha updates, no NaN placeholder
     assert np.isfinite(rep.results[-1]["arch_loss"])
+    assert (
+        "arch_loss" not in trk.metrics.get("arch_loss", {0: 0}) or 0 not in trk.metrics["arch_loss"]
+    )
+    assert all(np.isfinite(v) for m in trk.metrics.values() for v in m.values())
+    tops = trk.metrics["alpha_top/encoder07"]
+    assert all(1 / 3 - 1e-6 <= p <= 1 for p in tops.values()) and 3 in trk.metrics["alpha_top_mean"]
     assert set(trk.metrics["alpha/enc07/p3d"]) == {0, 1, 2, 3}
     assert len(trk.texts["genotypes.jsonl"].splitlines()) == 4
     # alphas moved away from uniform after the warm-up
@@ -144,6 +150,19 @@ def test_nas3d_stop_rule(tmp_path):
     cfg = _tiny_cfg(tmp_path / "n", "nas3dunet", **{"search.stop_count": 50})
     res = run_search_fold(cfg, 0, log=lambda s: None)
     assert not res.stopped_by_count and res.epochs_run == 6  # NE epochs, most common wins
+
+
+@pytest.mark.integration
+def test_a_diverging_search_stops_with_an_error_naming_fold_and_epoch(tmp_path):
+    from voxnas.trainables.search import NonFiniteLossError
+
+    cfg = _tiny_cfg(
+        tmp_path, **{"search.weight_optim.lr": 1e30, "search.weight_optim.grad_clip": 1e30}
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"search fold 0 epoch \d+ (train|val|arch): loss is"
+    ):
+        run_search_fold(cfg, 0, log=lambda s: None)
 
 
 def test_fold_out_of_range(tmp_path):

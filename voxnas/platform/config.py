@@ -51,6 +51,9 @@ class SyntheticConfig(_Frozen):
     cases: int = Field(8, ge=2)
     shape: Size3 = (64, 64, 32)
     seed: int = 0
+    # ct: organ + distractor (+ tumour); planted: the planted-architecture task (README)
+    phantom: Literal["ct", "planted"] = "ct"
+    tumour: bool = True
 
 
 class DataConfig(_Frozen):
@@ -108,13 +111,18 @@ class OptimConfig(_Frozen):
     poly_power: float = 0.9
     plateau_patience: int = 5
     plateau_factor: float = 0.5
-    grad_clip: float | None = None
+    # paper silent; DARTS clips weight gradients at norm 5. Batch-1 3D patches with BatchNorm
+    # give rare gradient spikes that otherwise throw SGD (momentum 0.9) out of its basin.
+    grad_clip: float | None = Field(5.0, gt=0.0)
 
 
 class ArchOptimConfig(_Frozen):
+    """Alpha optimizer: seed 000's Adam (lr 3e-4, weight decay 1e-3; betas not given, so
+    PyTorch's defaults) with the decay decoupled (AdamW); see ``make_arch_optimizer``."""
+
     lr: float = Field(3e-4, gt=0.0)
-    weight_decay: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(1e-3, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 class SearchConfig(_Frozen):

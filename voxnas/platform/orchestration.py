@@ -237,7 +237,7 @@ def run_search_stage(
             fold,
             genotype_from_json(m["genotype_json"]),
             json.loads(m["alphas_json"]),
-            [],
+            json.loads(m.get("history_json", "[]")),
             int(m["epochs_run"]),
             bool(m["stopped_by_count"]),
         )

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..search_spaces.genotypes import aggregate_genotypes
+import numpy as np
+
+from ..search_spaces.genotypes import aggregate_genotypes, softmax
 from .config import Config
 from .metrics import format_summary, summarize, write_table
 from .results import load_search_result, save_aggregate
 
-__all__ = ["aggregate_stage", "collect_retrain_rows", "results_tables"]
+__all__ = ["aggregate_stage", "collect_retrain_rows", "results_tables", "search_summary"]
 
 
 def aggregate_stage(cfg: Config, log=print):
@@ -30,6 +32,55 @@ def aggregate_stage(cfg: Config, log=print):
         log(f"  fold {k}: {r['genotype'].code()}")
     log(f"aggregated genotype: {genotype.code()}\n  -> {path}")
     return genotype
+
+
+def search_summary(cfg: Config) -> dict[str, Any] | None:
+    """What the fold searches decided: final alpha entropy and top-op probability per fold,
+    loss ranges, and for V-NAS the mean over folds of p(2D) per cell (seed 000's question:
+    where does the volume need slice-axis context?). None before the search stage."""
+    results = [load_search_result(cfg, k) for k in range(cfg.split.folds)]
+    if any(r is None for r in results):
+        return None
+    probs = [
+        np.concatenate([softmax(np.asarray(a, dtype=float)) for a in r["alphas"].values()])
+        for r in results
+    ]
+    out: dict[str, Any] = {
+        "alpha_entropy": [float(-(p * np.log(p + 1e-12)).sum(-1).mean()) for p in probs],
+        "alpha_top_mean": [float(p.max(-1).mean()) for p in probs],
+        "genotypes": [r["genotype"].code() for r in results],
+    }
+    hist = [h for r in results for h in r.get("history", [])]
+    for key in ("train_loss", "val_loss", "arch_loss"):
+        vals = [h[key] for h in hist if key in h]
+        if vals:
+            out[f"max_{key}"] = float(max(vals))
+    if cfg.model.space == "vnas":
+        p2d = np.mean([p[:, 0] for p in probs], axis=0)
+        out["p2d_mean_over_folds"] = [round(float(v), 4) for v in p2d]
+        out["share_cells_p2d_below_third"] = float((p2d < 1 / 3).mean())
+    return out
+
+
+def _search_lines(s: dict[str, Any]) -> str:
+    ent = ", ".join(f"{v:.3f}" for v in s["alpha_entropy"])
+    lines = [
+        "## Search",
+        "",
+        f"- final alpha entropy per fold: {ent} (uniform: {np.log(3):.3f} for V-NAS rows)",
+        "- final mean top-op probability per fold: "
+        + ", ".join(f"{v:.3f}" for v in s["alpha_top_mean"]),
+    ]
+    if "share_cells_p2d_below_third" in s:
+        lines.append(
+            "- cells whose p(2D), mean over folds, is below 1/3: "
+            f"{100 * s['share_cells_p2d_below_third']:.0f}% "
+            f"(p(2D) per cell: {' '.join(f'{v:.2f}' for v in s['p2d_mean_over_folds'])})"
+        )
+    for key in ("max_train_loss", "max_val_loss", "max_arch_loss"):
+        if key in s:
+            lines.append(f"- largest epoch {key[4:]} over folds: {s[key]:.4f}")
+    return "\n".join(lines) + "\n"
 
 
 def collect_retrain_rows(cfg: Config) -> list[dict[str, Any]]:
@@ -74,6 +125,10 @@ def results_tables(
             parts.append(f"- fold {fold}: {dice}")
     text = "\n\n".join(["\n".join(overview)] + parts[1:])
     text = parts[0] + "\n\nMean DSC +- std over all test cases:\n\n" + text + "\n"
+    search = search_summary(cfg)
+    if search is not None:
+        data["search"] = search
+        text += "\n" + _search_lines(search)
     (out / "summary.md").write_text(text)
     (out / "summary.json").write_text(json.dumps(data, indent=1))
     return text, data

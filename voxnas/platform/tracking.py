@@ -309,15 +309,27 @@ class ProtocolTracker(_RunLogger):
         metrics = {
             f"{arch}/{col}/{stat}": v[stat]
             for arch, s in summary.items()
+            if "overall" in s
             for col, v in s["overall"].items()
             for stat in ("mean", "std", "median")
         }
+        search = summary.get("search") or {}
+        for key in ("alpha_entropy", "alpha_top_mean"):
+            if search.get(key):
+                metrics[f"search/{key}_mean_over_folds"] = sum(search[key]) / len(search[key])
+        if "share_cells_p2d_below_third" in search:
+            metrics["search/share_cells_p2d_below_third"] = search["share_cells_p2d_below_third"]
         _log_metrics(self.client, self.run_id, metrics, 0)
 
     def register_best(self, cfg: Config) -> str | None:
-        """Register the best fold model of the searched architecture; returns its URI."""
+        """Register one fold model of the searched architecture; returns its URI.
+
+        The fold is chosen on *validation* DSC (the fold search's validation cases, disjoint
+        from that fold's test cases), never on test DSC, which would leak the test folds."""
         if not self.run_id:
             return None
+        from .results import load_search_result
+
         exp = self.client.get_run(self.run_id).info.experiment_id
         runs = self.client.search_runs(
             [exp],
@@ -325,8 +337,9 @@ class ProtocolTracker(_RunLogger):
         )
         best, score = None, -1.0
         for r in runs:
-            dice = json.loads(r.data.tags.get("voxnas.mean_dice", "{}"))
-            s = sum(dice.values()) / len(dice) if dice else 0.0
+            fold = r.data.tags.get("voxnas.fold", "")
+            found = load_search_result(cfg, int(fold)) if fold.isdigit() else None
+            s = float((found or {}).get("val_dice", 0.0))
             if "voxnas.model_uri" in r.data.tags and s > score:
                 best, score = r, s
         if best is None:
@@ -341,7 +354,7 @@ class ProtocolTracker(_RunLogger):
         )
         print(
             f"MLflow: registered {uri} (fold {best.data.tags.get('voxnas.fold')}, "
-            f"mean DSC {score:.4f})"
+            f"chosen on search validation DSC {score:.4f})"
         )
         return uri
 

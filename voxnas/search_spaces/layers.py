@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "BatchNorm3d",
     "Conv3d",
     "ConvTranspose3d",
     "conv_bn_relu",
@@ -224,6 +225,36 @@ def kernel_padding(kernel: tuple[int, int, int], dilation: int = 1) -> tuple[int
     return tuple(dilation * (k - 1) // 2 for k in kernel)
 
 
+class BatchNorm3d(nn.BatchNorm3d):
+    """BatchNorm that does not normalise by statistics of a handful of values.
+
+    V-NAS halves the in-plane size five times and the slice axis four times, so at a 32^3
+    patch and batch 1 the deepest stage holds 1x1x2 voxels: batch statistics over two
+    values per channel make the output +-1 whatever the input and the gradient of
+    ``1/sqrt(var + eps)`` explodes when the two are close (one batch in ~16 gave alpha
+    gradients 1,000x the others, which froze Adam's alpha steps and threw SGD off). With
+    fewer than ``min_values`` values per channel this layer normalises with its running
+    statistics (still updated from the batch, as usual); elsewhere it is plain BatchNorm.
+    At the papers' patch (96x96x64) every stage has enough values and nothing changes.
+    """
+
+    min_values = 32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.numel() // x.shape[1] >= self.min_values:
+            return super().forward(x)
+        with torch.no_grad():  # update the running statistics as BatchNorm would
+            dims = [0, *range(2, x.ndim)]
+            n = x.numel() // x.shape[1]
+            mean, var = x.mean(dims), x.var(dims, unbiased=False) * n / max(n - 1, 1)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+            self.num_batches_tracked += 1
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     """Seed 002 / public code: 16 channels per group, one group when not a multiple of 16."""
     groups = channels // 16 if channels % 16 == 0 else 1
@@ -240,7 +271,7 @@ def conv_bn_relu(
     """Conv + BatchNorm (+ ReLU): the V-NAS cell layer (seed 000: Conv+BN+ReLU)."""
     layers: list[nn.Module] = [
         Conv3d(c_in, c_out, kernel, stride=stride, padding=kernel_padding(kernel), bias=False),
-        nn.BatchNorm3d(c_out),
+        BatchNorm3d(c_out),
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .genotypes import ENCODER_LAYOUT, N_DECODER, N_ENCODER, VNASGenotype, softmax
-from .layers import Conv3d, conv_bn_relu, upsample
+from .layers import BatchNorm3d, Conv3d, conv_bn_relu, upsample
 from .mixed import MixedOp, SearchableNet
 from .ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS, short_name
 
@@ -37,7 +37,7 @@ class EncoderCell(nn.Module):
             nn.Identity()
             if stride == 1 and c_in == 4 * planes
             else nn.Sequential(
-                Conv3d(c_in, 4 * planes, 1, stride=stride, bias=False), nn.BatchNorm3d(4 * planes)
+                Conv3d(c_in, 4 * planes, 1, stride=stride, bias=False), BatchNorm3d(4 * planes)
             )
         )
 

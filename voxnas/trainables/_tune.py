@@ -106,6 +106,7 @@ def search_trainable(config: dict[str, Any]) -> None:
             "val_dice": res.history[-1]["val_dice"] if res.history else 0.0,
             "genotype_json": json.dumps(res.genotype.to_dict()),
             "alphas_json": json.dumps(res.alphas),
+            "history_json": json.dumps(res.history),
             "stopped_by_count": res.stopped_by_count,
             "epochs_run": res.epochs_run,
         }
@@ -123,11 +124,22 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     if job.get("genotype_json"):
         g = genotype_from_json(job["genotype_json"])
         spec = Architecture(arch, g.space, g)
+    # Continue only from this trial's own Tune checkpoint (a restart after a failure, or
+    # `--resume`): the retrain folder is shared across runs, and an old run's checkpoint
+    # there must never be picked up by a fresh run.
+    resume = tune.get_checkpoint() is not None
     _restore_into(out_dir, "checkpoint")
     tracker = _tracker(cfg, config, "retrain", fold, f"retrain {arch} f{fold}")
     try:
         res = run_retrain_fold(
-            cfg, fold, spec, TuneReporter(), tracker, out_dir=out_dir, log=lambda s: print(s)
+            cfg,
+            fold,
+            spec,
+            TuneReporter(),
+            tracker,
+            out_dir=out_dir,
+            resume=resume,
+            log=lambda s: print(s),
         )
         if tracker is not None:
             tracker.finish_retrain(res)

@@ -36,6 +36,7 @@ from .common import (
     seed_everything,
     set_rng_state,
 )
+from .search import check_finite
 
 __all__ = ["RetrainResult", "evaluate_cases", "run_retrain_fold"]
 
@@ -134,6 +135,8 @@ def run_retrain_fold(
         sampler.set_state(state["sampler"])
         history, start = state["history"], state["epoch"] + 1
         log(f"fold {fold} {arch.name}: resumed retraining after epoch {state['epoch']}")
+        if tracker is not None:
+            tracker.set_tags({"voxnas.resumed": f"after epoch {state['epoch']}"})
     for epoch in range(start, r.epochs):
         model.train()
         losses = []
@@ -149,7 +152,9 @@ def run_retrain_fold(
             if it_sched is not None:
                 it_sched.step()
             losses.append(float(loss.detach()))
-        train_loss = float(np.mean(losses))
+        train_loss = check_finite(
+            float(np.mean(losses)), f"retrain {arch.name} fold {fold} epoch {epoch}"
+        )
         if ep_sched is not None:
             ep_sched.step(train_loss)
         metrics = {

@@ -42,7 +42,30 @@ from .common import (
     set_rng_state,
 )
 
-__all__ = ["SearchResult", "alpha_entropy", "bilevel_step", "patch_dice", "run_search_fold"]
+__all__ = [
+    "NonFiniteLossError",
+    "SearchResult",
+    "alpha_entropy",
+    "alpha_summary",
+    "bilevel_step",
+    "check_finite",
+    "patch_dice",
+    "run_search_fold",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite: the trial ends here instead of deriving a genotype."""
+
+
+def check_finite(value: float, what: str) -> float:
+    """``value`` if finite, else :class:`NonFiniteLossError` naming ``what`` (fold, epoch)."""
+    if not np.isfinite(value):
+        raise NonFiniteLossError(
+            f"{what}: loss is {value}; training diverged (lower the learning rate, set "
+            "grad_clip, or check the data)"
+        )
+    return value
 
 
 @dataclass
@@ -65,6 +88,16 @@ def _step(model, opt, params, loss_fn, x, y, device, clip: float | None) -> floa
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return float(loss.detach())
+
+
+def make_arch_optimizer(params, opt) -> torch.optim.Optimizer:
+    """Adam for the alphas (seed 000: lr 3e-4, weight decay 1e-3), the decay *decoupled*
+    (AdamW). Coupled L2 is added to the gradient before Adam normalises it: once the val loss
+    is small the alpha gradients shrink to ~1e-4 and ``1e-3 * alpha`` dominates, pulling every
+    alpha back to uniform (measured on the planted task: the alphas returned to 1/3)."""
+    return torch.optim.AdamW(
+        params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay
+    )
 
 
 def bilevel_step(
@@ -116,6 +149,20 @@ def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:
     return float(np.concatenate(ent).mean()) if ent else 0.0
 
 
+def alpha_summary(alphas: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per alpha row the top op probability (``alpha_top/encoder07``), plus the mean over rows
+    (``alpha_top_mean``): how decided each cell is, which entropy alone hides."""
+    out: dict[str, float] = {}
+    tops = []
+    for key, a in alphas.items():
+        for i, row in enumerate(softmax(a.numpy())):
+            out[f"alpha_top/{key}{i:02d}"] = float(row.max())
+            tops.append(float(row.max()))
+    if tops:
+        out["alpha_top_mean"] = float(np.mean(tops))
+    return out
+
+
 def run_search_fold(
     cfg: Config,
     fold: int,
@@ -144,12 +191,7 @@ def run_search_fold(
     w_opt, it_sched, ep_sched = make_weight_optimizer(
         model.weight_parameters(), s.weight_optim, total
     )
-    a_opt = torch.optim.Adam(
-        model.arch_parameters(),
-        lr=s.arch_optim.lr,
-        betas=tuple(s.arch_optim.betas),
-        weight_decay=s.arch_optim.weight_decay,
-    )
+    a_opt = make_arch_optimizer(model.arch_parameters(), s.arch_optim)
     train = make_sampler(cfg, load_cases(prep, split.train), cfg.patch.search, seed)
     val = make_sampler(cfg, load_cases(prep, split.val), cfg.patch.search, seed + 7919)
     fixed_val = [val.batch(cfg.patch.batch_size) for _ in range(s.val_batches)]
@@ -173,6 +215,8 @@ def run_search_fold(
         counter, history, start = Counter(state["counter"]), state["history"], state["epoch"] + 1
         last_seen = state["last_seen"]
         log(f"fold {fold}: resumed search after epoch {state['epoch']}")
+        if tracker is not None:
+            tracker.set_tags({"voxnas.resumed": f"after epoch {state['epoch']}"})
     stopped = False
     epoch = start - 1
     for epoch in range(start, s.epochs):
@@ -209,7 +253,10 @@ def run_search_fold(
                 a_losses.append(al)
             if it_sched is not None:
                 it_sched.step()
-        model.eval()
+        # The supernet is evaluated with batch statistics (as during its arch steps): its
+        # BatchNorm running statistics mix candidate paths whose activations keep changing
+        # and, after a few iterations, give validation losses in the thousands.
+        model.train(model.mode == "search")
         with torch.no_grad(), autocast(device):
             vals = [batch_to_device(b, cfg, label_values, device) for b in fixed_val]
             outs = [(model(x).float(), y) for x, y in vals]
@@ -218,18 +265,20 @@ def run_search_fold(
         if ep_sched is not None:
             ep_sched.step(val_loss)
         genotype = derive_genotype(cfg.model.space, model.alphas())
+        where = f"search fold {fold} epoch {epoch}"
         metrics = {
             "epoch": epoch,
             "fold": fold,
-            "train_loss": float(np.mean(w_losses)),
-            "arch_loss": float(np.mean(a_losses)) if a_losses else float("nan"),
-            "val_loss": val_loss,
+            "train_loss": check_finite(float(np.mean(w_losses)), f"{where} train"),
+            "val_loss": check_finite(val_loss, f"{where} val"),
             "val_dice": val_dice,
             "lr_weights": w_opt.param_groups[0]["lr"],
             "lr_alphas": a_opt.param_groups[0]["lr"],
             "alpha_entropy": alpha_entropy(model.alphas()),
             "genotype": genotype.code(),
         }
+        if a_losses:  # nothing during warm-up (no NaN placeholders)
+            metrics["arch_loss"] = check_finite(float(np.mean(a_losses)), f"{where} arch")
         history.append(metrics)
         save_checkpoint(
             checkpoint_dir,
@@ -250,14 +299,16 @@ def run_search_fold(
         )
         if tracker is not None:
             scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-            tracker.log_metrics({**scalars, **model.alpha_probs()}, step=epoch)
+            tracker.log_metrics(
+                {**scalars, **alpha_summary(model.alphas()), **model.alpha_probs()}, step=epoch
+            )
             tracker.log_text(genotype_line(epoch, genotype), "genotypes.jsonl")
         if reporter is not None:
             reporter.report({**metrics, "final": False}, checkpoint_dir)
         log(
             f"fold {fold} epoch {epoch + 1}/{s.epochs}: train {metrics['train_loss']:.4f} "
-            f"arch {metrics['arch_loss']:.4f} val {val_loss:.4f} dsc {val_dice:.3f} "
-            f"H(alpha) {metrics['alpha_entropy']:.3f} {genotype.code()}"
+            f"arch {metrics.get('arch_loss', float('nan')):.4f} val {val_loss:.4f} "
+            f"dsc {val_dice:.3f} H(alpha) {metrics['alpha_entropy']:.3f} {genotype.code()}"
         )
         if (
             stop_after_epochs is not None

@@ -48,13 +48,16 @@ def dataset_root(cfg: Config) -> Path:
     if cfg.data.root is not None:
         return Path(cfg.data.root)
     s = cfg.data.synthetic
+    kind = s.layout + ("-planted" if s.phantom == "planted" else "")
+    if s.phantom == "ct" and s.layout == "msd" and not s.tumour:
+        kind += "-organ"
     root = (
-        cfg.workdir
-        / "data"
-        / f"synthetic-{s.layout}-{s.cases}-{'x'.join(map(str, s.shape))}-s{s.seed}"
+        cfg.workdir / "data" / f"synthetic-{kind}-{s.cases}-{'x'.join(map(str, s.shape))}-s{s.seed}"
     )
     if not (root / ".complete").exists():
-        write_synthetic(root, s.layout, s.cases, tuple(s.shape), s.seed)
+        write_synthetic(
+            root, s.layout, s.cases, tuple(s.shape), s.seed, phantom=s.phantom, tumour=s.tumour
+        )
         (root / ".complete").write_text("ok\n")
     return root
 

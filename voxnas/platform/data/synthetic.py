@@ -16,7 +16,9 @@ from scipy.ndimage import gaussian_filter
 from .layouts import BRATS_MODALITIES
 from .nifti import save_volume
 
-__all__ = ["make_brats_case", "make_ct_case", "write_synthetic"]
+__all__ = ["PHANTOMS", "make_brats_case", "make_ct_case", "make_planted_case", "write_synthetic"]
+
+PHANTOMS = ("ct", "planted")
 
 CT_SPACING = (0.8, 0.8, 2.5)
 
@@ -76,6 +78,54 @@ def make_ct_case(
     return img.astype(np.float32), label
 
 
+def make_planted_case(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    dash: tuple[int, int] = (10, 13),
+    gap: tuple[int, int] = (3, 5),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The planted-architecture phantom (label 1 = target, no other class).
+
+    Columns along the slice axis Z, one per cell of a jittered 3x3 in-plane grid, all with the
+    same intensity, cross-section distribution and noise. A *target* column is continuous
+    over most of the volume's depth; a *decoy* column is dashed: segments of ``dash`` slices
+    separated by ``gap`` empty slices. On every slice, and within any window of fewer than
+    ``dash[0]`` slices around most decoy voxels, a decoy looks exactly like a target: the
+    decisive cue (a gap) lies several slices away along Z, beyond the dense slice-axis reach
+    of a network whose cells are all 2D (measured in ``tests/test_planted.py``), and within
+    that of 3D / P3D cells. Targets and decoys are drawn 3 : 6 per volume.
+    """
+    X, Y, Z = shape
+    img = np.zeros(shape, np.float32)
+    label = np.zeros(shape, np.uint8)
+    cells = [(i, j) for i in range(3) for j in range(3)]
+    kinds = np.array([1] * 3 + [0] * 6)
+    rng.shuffle(kinds)
+    gx, gy = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
+    for (i, j), is_target in zip(cells, kinds):
+        cx = (i + 0.5) * X / 3 + rng.uniform(-0.12, 0.12) * X / 3
+        cy = (j + 0.5) * Y / 3 + rng.uniform(-0.12, 0.12) * Y / 3
+        rx, ry = rng.uniform(0.17, 0.3, 2) * np.array([X, Y]) / 3
+        disc = ((gx - cx) / rx) ** 2 + ((gy - cy) / ry) ** 2 < 1.0
+        on = np.zeros(Z, bool)
+        if is_target:
+            length = int(rng.integers(int(0.75 * Z), Z + 1))
+            start = int(rng.integers(0, Z - length + 1))
+            on[start : start + length] = True
+        else:
+            z = int(rng.integers(-dash[1], 1))
+            while z < Z:
+                d = int(rng.integers(dash[0], dash[1] + 1))
+                on[max(z, 0) : max(z + d, 0)] = True
+                z += d + int(rng.integers(gap[0], gap[1] + 1))
+        column = disc[:, :, None] & on[None, None, :]
+        img[column] = 150.0
+        if is_target:
+            label[column] = 1
+    img += rng.normal(0.0, 30.0, shape).astype(np.float32)
+    return img, label
+
+
 def make_brats_case(
     rng: np.random.Generator, shape: tuple[int, int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +178,16 @@ def write_synthetic(
     shape: tuple[int, int, int] = (64, 64, 32),
     seed: int = 0,
     test_cases: int = 1,
+    phantom: str = "ct",
+    tumour: bool = True,
 ) -> Path:
-    """Write a phantom dataset to ``out`` in ``layout`` (msd, brats, paired); returns ``out``."""
+    """Write a phantom dataset to ``out`` in ``layout`` (msd, brats, paired); returns ``out``.
+
+    ``phantom`` picks the CT-like volumes: ``ct`` (organ, distractor tube, and a tumour in
+    3 of 4 cases when ``tumour``, MSD layout only) or ``planted`` (the planted-architecture
+    task, :func:`make_planted_case`)."""
+    if phantom not in PHANTOMS:
+        raise ValueError(f"unknown phantom {phantom!r} ({', '.join(PHANTOMS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -147,7 +205,10 @@ def write_synthetic(
     aff = _affine(CT_SPACING, flip=layout == "msd")
     training = []
     for i in range(cases + test_cases):
-        img, label = make_ct_case(rng, shape, tumour=layout == "msd" and i % 4 != 3)
+        if phantom == "planted":
+            img, label = make_planted_case(rng, shape)
+        else:
+            img, label = make_ct_case(rng, shape, tumour=tumour and layout == "msd" and i % 4 != 3)
         name = f"synth_{i:03d}.nii.gz"
         if layout == "paired":
             if i >= cases:
@@ -161,13 +222,18 @@ def write_synthetic(
         save_volume(out / "imagesTr" / name, img, aff)
         save_volume(out / "labelsTr" / name, label, aff)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    labels = {"0": "background", "1": "organ"}
+    if phantom == "planted":
+        labels = {"0": "background", "1": "target"}
+    elif tumour and layout == "msd":
+        labels["2"] = "tumour"
     if layout == "msd":
         meta = {
             "name": "SyntheticPancreas",
             "description": "voxnas phantom (synthetic)",
             "tensorImageSize": "3D",
             "modality": {"0": "CT"},
-            "labels": {"0": "background", "1": "organ", "2": "tumour"},
+            "labels": labels,
             "numTraining": len(training),
             "numTest": test_cases,
             "training": training,
@@ -175,5 +241,5 @@ def write_synthetic(
         }
         (out / "dataset.json").write_text(json.dumps(meta, indent=2))
     else:
-        (out / "labels.json").write_text(json.dumps({"0": "background", "1": "organ"}))
+        (out / "labels.json").write_text(json.dumps(labels))
     return out
