@@ -119,3 +119,14 @@ def test_nas3d_validation_json_and_aggregate():
     g2 = derive_genotype("nas3dunet", other)
     assert g2 != g
     assert aggregate_genotypes("nas3dunet", [_nas3d_alphas(), other, other]) == g2
+
+
+def test_nas3d_vote_counts_the_genotypes_the_folds_returned():
+    """Folds return the structure seen NC times (or the most common), which can differ from
+    what their final alphas derive: the vote must count the returned ones."""
+    g = derive_genotype("nas3dunet", _nas3d_alphas())
+    other = _nas3d_alphas()
+    other["up_normal"][:, 2] = 3.0
+    g2 = derive_genotype("nas3dunet", other)
+    alphas = [_nas3d_alphas(), other, other]  # final alphas alone would elect g2
+    assert aggregate_genotypes("nas3dunet", alphas, [g, g, g2]) == g

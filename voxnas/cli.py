@@ -63,11 +63,30 @@ def main() -> None:
     help="Volume shape in voxels (slice axis last).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(layout: str, out: str, cases: int, shape: tuple[int, int, int], seed: int) -> None:
+@click.option(
+    "--phantom",
+    type=click.Choice(["ct", "planted"]),
+    default="ct",
+    show_default=True,
+    help="CT-like volumes: 'ct' (organ, distractor, tumour) or 'planted' (the planted-"
+    "architecture task: continuous target columns vs dashed decoys along Z; README).",
+)
+@click.option(
+    "--tumour/--no-tumour", default=True, show_default=True, help="Add a tumour class (ct, msd)."
+)
+def synth(
+    layout: str,
+    out: str,
+    cases: int,
+    shape: tuple[int, int, int],
+    seed: int,
+    phantom: str,
+    tumour: bool,
+) -> None:
     """Write a synthetic phantom dataset as real NIfTI files in LAYOUT."""
     from .platform.data.synthetic import write_synthetic
 
-    path = write_synthetic(Path(out), layout, cases, shape, seed)
+    path = write_synthetic(Path(out), layout, cases, shape, seed, phantom=phantom, tumour=tumour)
     click.echo(f"wrote {cases} {layout} cases of shape {shape} to {path}")
 
 

@@ -68,7 +68,8 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modu
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model bundle not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain types only; a pickle that would run code is refused
+        data = torch.load(path, map_location="cpu", weights_only=True)
         meta = ModelMeta.from_dict(data["meta"])
     except Exception as err:
         raise ValueError(f"{path}: not a voxnas model bundle ({err})") from None

@@ -55,6 +55,12 @@ class SyntheticConfig(_Frozen):
     phantom: Literal["ct", "planted"] = "ct"
     tumour: bool = True
 
+    @model_validator(mode="after")
+    def _check_phantom(self) -> SyntheticConfig:
+        if self.layout == "brats" and self.phantom != "ct":
+            raise ValueError("phantom 'planted' is CT-like: use layout msd or paired")
+        return self
+
 
 class DataConfig(_Frozen):
     root: Path | None = None

@@ -26,7 +26,11 @@ def aggregate_stage(cfg: Config, log=print):
             f"no search result for fold(s) {missing} under "
             f"{cfg.run_dir / 'search'}: run `voxnas search` first"
         )
-    genotype = aggregate_genotypes(cfg.model.space, [r["alphas"] for r in results.values()])
+    genotype = aggregate_genotypes(
+        cfg.model.space,
+        [r["alphas"] for r in results.values()],
+        [r["genotype"] for r in results.values()],
+    )
     path = save_aggregate(cfg, genotype, {k: r["genotype"] for k, r in results.items()})
     for k, r in results.items():
         log(f"  fold {k}: {r['genotype'].code()}")

@@ -245,16 +245,19 @@ def derive_genotype(space: str, alphas: dict[str, Any]) -> VNASGenotype | NAS3DG
 
 
 def aggregate_genotypes(
-    space: str, fold_alphas: list[dict[str, Any]]
+    space: str, fold_alphas: list[dict[str, Any]], fold_genotypes: list[Any] | None = None
 ) -> VNASGenotype | NAS3DGenotype:
     """Seed 000 section 3.1: sum softmax(alpha) over folds, then argmax. For NAS-3D-U-Net the
-    most common fold genotype wins; a tie is broken by the summed probabilities."""
+    vote is over the genotypes the folds *returned* (seed 002 Table 2: the structure seen NC
+    times, or the most common one), not structures re-derived from final alphas; a tie is
+    broken by the summed probabilities."""
     if not fold_alphas:
         raise ValueError("no fold alphas to aggregate")
     summed = {k: sum(softmax(a[k]) for a in fold_alphas) for k in fold_alphas[0]}
     if space == "vnas":
         return derive_genotype("vnas", summed)
-    counts = Counter(derive_genotype(space, a) for a in fold_alphas).most_common()
+    voters = fold_genotypes or [derive_genotype(space, a) for a in fold_alphas]
+    counts = Counter(voters).most_common()
     tied = [g for g, c in counts if c == counts[0][1]]
     if len(tied) == 1:
         return tied[0]

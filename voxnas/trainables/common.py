@@ -89,9 +89,12 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG's state as plain types and tensors, so checkpoints load with
+    ``weights_only=True`` (no unpickling of arbitrary objects)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -99,7 +102,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -175,5 +179,10 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
         return None
     for f in (Path(folder), Path(folder).with_name(Path(folder).name + ".old")):
         if (f / "state.pt").is_file():
-            return torch.load(f / "state.pt", map_location="cpu", weights_only=False)
+            # weights_only: a planted pickle in a (shared) checkpoint folder is refused,
+            # never run
+            try:
+                return torch.load(f / "state.pt", map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise ValueError(f"{f / 'state.pt'}: not a voxnas checkpoint ({err})") from None
     return None

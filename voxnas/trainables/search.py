@@ -324,7 +324,9 @@ def run_search_fold(
         final = genotype_from_json(best)
     else:
         final = derive_genotype(cfg.model.space, model.alphas())
-    return SearchResult(fold, final, _alpha_lists(model), history, epoch + 1, stopped)
+    # stopped by the count at the start of epoch `epoch`, before training it
+    epochs_run = epoch if stopped else epoch + 1
+    return SearchResult(fold, final, _alpha_lists(model), history, epochs_run, stopped)
 
 
 def genotype_line(epoch: int, genotype) -> str:

@@ -188,6 +188,8 @@ def write_synthetic(
     task, :func:`make_planted_case`)."""
     if phantom not in PHANTOMS:
         raise ValueError(f"unknown phantom {phantom!r} ({', '.join(PHANTOMS)})")
+    if layout == "brats" and phantom != "ct":
+        raise ValueError(f"phantom {phantom!r} is CT-like: use layout msd or paired, not brats")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
