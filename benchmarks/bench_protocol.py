@@ -1,6 +1,7 @@
 """Quality figures of whole protocols, run as a user runs them, on this machine's CPU.
 
     .venv/bin/python benchmarks/bench_protocol.py demo       # voxnas demo
+    .venv/bin/python benchmarks/bench_protocol.py demo_nas3dunet   # voxnas demo --space nas3dunet
     .venv/bin/python benchmarks/bench_protocol.py planted    # voxnas run configs/planted_vnas.yaml
 
 Each runs the command in a fresh temporary workdir, then reads what it wrote: the results
@@ -45,6 +46,8 @@ def store_health(db: Path) -> dict[str, float]:
 def run(kind: str, workdir: Path) -> tuple[Path, float, str]:
     if kind == "demo":
         cmd, name = [*VOXNAS, "demo"], "demo"
+    elif kind == "demo_nas3dunet":
+        cmd, name = [*VOXNAS, "demo", "--space", "nas3dunet"], "demo_nas3dunet"
     else:
         cmd, name = [*VOXNAS, "run", str(ROOT / "configs" / "planted_vnas.yaml")], "planted_vnas"
     cmd += ["--set", f"workdir={workdir}"]
@@ -60,7 +63,7 @@ def run(kind: str, workdir: Path) -> tuple[Path, float, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("kind", choices=["demo", "planted"])
+    ap.add_argument("kind", choices=["demo", "demo_nas3dunet", "planted"])
     ap.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (default: a temp dir)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +82,13 @@ def main() -> None:
     ent = search["alpha_entropy"]
     rows.append({"measure": "final alpha entropy, mean over folds", "value": sum(ent) / len(ent)})
     rows.append({"measure": "final alpha entropy, max over folds", "value": max(ent)})
+    rows.append({"measure": "alpha entropy of uniform alphas", "value": search["uniform_entropy"]})
+    rows.append(
+        {
+            "measure": "folds whose genotype differs from the uniform-alpha one",
+            "value": sum(search["differs_from_uniform"]),
+        }
+    )
     if "share_cells_p2d_below_third" in search:
         rows.append(
             {

@@ -35,6 +35,8 @@ class ModelMeta:
     label_names: dict[int, str]
     modalities: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
+    # BatchNorm at inference (older bundles: eval-mode running statistics)
+    bn_stats: str = "running"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,5 +95,6 @@ def segment(model: nn.Module, meta: ModelMeta, image, device: torch.device | Non
         meta.blend,
         device,
         meta.out_channels,
+        bn_stats=meta.bn_stats,
     )
     return labels_from_probs(probs, meta.target, meta.label_values)

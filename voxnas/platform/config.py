@@ -150,6 +150,9 @@ class RetrainConfig(_Frozen):
     optim: OptimConfig = OptimConfig()
     genotype: str = "searched"
     extra_rows: tuple[str, ...] = ()
+    # patches whose average replaces BatchNorm's running statistics after training (0: off);
+    # paper silent; see trainables.common.recalibrate_batchnorm
+    bn_recalibration: int = Field(200, ge=0)
 
 
 class LossConfig(_Frozen):
@@ -159,6 +162,9 @@ class LossConfig(_Frozen):
 
 class EvalConfig(_Frozen):
     hd_percentile: float = 95.0
+    # BatchNorm at inference: "patch" normalises each inference patch with its own statistics,
+    # as batch-1 training did; "running" is classic eval mode (README, Departures)
+    bn_stats: Literal["patch", "running"] = "patch"
     overlays: int = Field(3, ge=0)
 
 

@@ -3,11 +3,13 @@ averaging, then probabilities -> labels in the dataset's own values."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from ..search_spaces.layers import patch_statistics
 from .data import tiling
 from .device import autocast
 
@@ -26,11 +28,26 @@ def predict_volume(
     device: torch.device | None = None,
     out_channels: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    bn_stats: str = "running",
 ) -> np.ndarray:
     """Probabilities ``(K, X, Y, Z)`` for a preprocessed ``(C, X, Y, Z)`` image: softmax over
-    classes, or sigmoid per BraTS region (``target == "brats_regions"``)."""
+    classes, or sigmoid per BraTS region (``target == "brats_regions"``). ``bn_stats``:
+    ``running`` (eval-mode BatchNorm) or ``patch`` (each patch normalised with its own
+    statistics, as in batch-1 training; see ``layers.patch_statistics``)."""
+    if bn_stats not in ("running", "patch"):
+        raise ValueError(f"bn_stats must be 'running' or 'patch', got {bn_stats!r}")
     device = device or next(model.parameters()).device
     model.eval()
+    norm = patch_statistics(model) if bn_stats == "patch" else contextlib.nullcontext()
+    with norm:
+        return _predict(
+            model, image, patch, target, tiling_mode, overlap, blend, device, out_channels, progress
+        )
+
+
+def _predict(
+    model, image, patch, target, tiling_mode, overlap, blend, device, out_channels, progress
+) -> np.ndarray:
     vol = torch.from_numpy(np.array(image, dtype=np.float32)).to(device)
     if tiling_mode == "auto_fit":
         layout = tiling.auto_fit_layout(image, patch)

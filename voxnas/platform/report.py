@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..search_spaces.genotypes import aggregate_genotypes, softmax
+from ..search_spaces.genotypes import aggregate_genotypes, derive_genotype, softmax
 from .config import Config
 from .metrics import format_summary, summarize, write_table
 from .results import load_search_result, save_aggregate
@@ -59,6 +59,22 @@ def search_summary(cfg: Config) -> dict[str, Any] | None:
         vals = [h[key] for h in hist if key in h]
         if vals:
             out[f"max_{key}"] = float(max(vals))
+    uniform = derive_genotype(
+        cfg.model.space,
+        {k: np.zeros_like(np.asarray(a, float)) for k, a in results[0]["alphas"].items()},
+    )
+    out["uniform_genotype"] = uniform.code()
+    out["differs_from_uniform"] = [r["genotype"] != uniform for r in results]
+    out["uniform_entropy"] = float(
+        np.mean(
+            np.concatenate(
+                [
+                    np.full(len(np.asarray(a)), np.log(np.asarray(a).shape[-1]))
+                    for a in results[0]["alphas"].values()
+                ]
+            )
+        )
+    )
     if cfg.model.space == "vnas":
         p2d = np.mean([p[:, 0] for p in probs], axis=0)
         out["p2d_mean_over_folds"] = [round(float(v), 4) for v in p2d]
@@ -71,7 +87,7 @@ def _search_lines(s: dict[str, Any]) -> str:
     lines = [
         "## Search",
         "",
-        f"- final alpha entropy per fold: {ent} (uniform: {np.log(3):.3f} for V-NAS rows)",
+        f"- final alpha entropy per fold: {ent} (uniform alphas: {s['uniform_entropy']:.3f})",
         "- final mean top-op probability per fold: "
         + ", ".join(f"{v:.3f}" for v in s["alpha_top_mean"]),
     ]
@@ -81,6 +97,12 @@ def _search_lines(s: dict[str, Any]) -> str:
             f"{100 * s['share_cells_p2d_below_third']:.0f}% "
             f"(p(2D) per cell: {' '.join(f'{v:.2f}' for v in s['p2d_mean_over_folds'])})"
         )
+    same = [k for k, d in enumerate(s["differs_from_uniform"]) if not d]
+    lines.append(
+        "- every fold's genotype differs from the one uniform alphas derive"
+        if not same
+        else f"- fold(s) {same} returned the genotype uniform alphas derive"
+    )
     for key in ("max_train_loss", "max_val_loss", "max_arch_loss"):
         if key in s:
             lines.append(f"- largest epoch {key[4:]} over folds: {s[key]:.4f}")

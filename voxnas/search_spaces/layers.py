@@ -29,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "BatchNorm3d",
+    "patch_statistics",
     "Conv3d",
     "ConvTranspose3d",
     "conv_bn_relu",
@@ -247,12 +248,35 @@ class BatchNorm3d(nn.BatchNorm3d):
             dims = [0, *range(2, x.ndim)]
             n = x.numel() // x.shape[1]
             mean, var = x.mean(dims), x.var(dims, unbiased=False) * n / max(n - 1, 1)
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
             self.num_batches_tracked += 1
+            # momentum None: cumulative average, as nn.BatchNorm (used by recalibration)
+            w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean, w)
+            self.running_var.lerp_(var, w)
         return F.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
         )
+
+
+@contextlib.contextmanager
+def patch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, every BatchNorm normalises with the statistics of the batch it is given (for
+    inference: each patch its own), and running statistics are left untouched.
+
+    Networks trained on batch-1 patches learn with exactly that normalisation; eval-mode BN
+    then applies population statistics they never saw, which cost a retrained planted-task
+    network DSC 0.98 -> 0.64 (`eval.bn_stats`, README "Departures")."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in bns]
+    for m in bns:
+        m.train()
+        m.momentum = 0.0  # running <- running: nothing is learnt at inference
+    try:
+        yield
+    finally:
+        for m, (training, momentum) in zip(bns, saved):
+            m.train(training)
+            m.momentum = momentum
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

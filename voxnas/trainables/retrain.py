@@ -31,6 +31,7 @@ from .common import (
     load_checkpoint,
     make_sampler,
     make_weight_optimizer,
+    recalibrate_batchnorm,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -184,6 +185,15 @@ def run_retrain_fold(
         if reporter is not None:
             reporter.report({**metrics, "final": False}, ckpt_dir)
         log(f"fold {fold} {arch.name} epoch {epoch + 1}/{r.epochs}: loss {train_loss:.4f}")
+    if r.bn_recalibration:  # every time, also after a resume: checkpoints hold the EMA stats
+        calib = make_sampler(cfg, load_cases(prep, split.trainval), cfg.patch.train, seed + 1)
+        recalibrate_batchnorm(
+            model,
+            (
+                batch_to_device(calib.batch(cfg.patch.batch_size), cfg, label_values, device)[0]
+                for _ in range(r.bn_recalibration)
+            ),
+        )
     p = cfg.patch
     meta = ModelMeta(
         arch=arch.name,
@@ -203,6 +213,7 @@ def run_retrain_fold(
         label_names=dict(prep.dataset.labels),
         modalities=list(prep.dataset.modalities),
         extra={"fold": fold, "config": cfg.name},
+        bn_stats=cfg.eval.bn_stats,
     )
     model_path = save_bundle(out_dir / "model.pt", model, meta)
     on_case = None

@@ -83,6 +83,7 @@ def make_planted_case(
     shape: tuple[int, int, int],
     dash: tuple[int, int] = (10, 13),
     gap: tuple[int, int] = (3, 5),
+    grid: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The planted-architecture phantom (label 1 = target, no other class).
 
@@ -98,14 +99,15 @@ def make_planted_case(
     X, Y, Z = shape
     img = np.zeros(shape, np.float32)
     label = np.zeros(shape, np.uint8)
-    cells = [(i, j) for i in range(3) for j in range(3)]
-    kinds = np.array([1] * 3 + [0] * 6)
+    cells = [(i, j) for i in range(grid) for j in range(grid)]
+    n_target = max(1, round(len(cells) / 3))
+    kinds = np.array([1] * n_target + [0] * (len(cells) - n_target))
     rng.shuffle(kinds)
     gx, gy = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
     for (i, j), is_target in zip(cells, kinds):
-        cx = (i + 0.5) * X / 3 + rng.uniform(-0.12, 0.12) * X / 3
-        cy = (j + 0.5) * Y / 3 + rng.uniform(-0.12, 0.12) * Y / 3
-        rx, ry = rng.uniform(0.17, 0.3, 2) * np.array([X, Y]) / 3
+        cx = (i + 0.5) * X / grid + rng.uniform(-0.12, 0.12) * X / grid
+        cy = (j + 0.5) * Y / grid + rng.uniform(-0.12, 0.12) * Y / grid
+        rx, ry = rng.uniform(0.17, 0.3, 2) * np.array([X, Y]) / grid
         disc = ((gx - cx) / rx) ** 2 + ((gy - cy) / ry) ** 2 < 1.0
         on = np.zeros(Z, bool)
         if is_target:
