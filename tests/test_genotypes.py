@@ -130,3 +130,23 @@ def test_nas3d_vote_counts_the_genotypes_the_folds_returned():
     g2 = derive_genotype("nas3dunet", other)
     alphas = [_nas3d_alphas(), other, other]  # final alphas alone would elect g2
     assert aggregate_genotypes("nas3dunet", alphas, [g, g, g2]) == g
+
+
+def test_search_summary_handles_both_spaces():
+    from voxnas.platform.report import summarize_search
+
+    nas = [_nas3d_alphas(), _nas3d_alphas()]
+    nas[1]["up_normal"][:, 2] = 3.0
+    res = [
+        {"alphas": a, "genotype": derive_genotype("nas3dunet", a), "history": []} for a in nas
+    ]
+    s = summarize_search("nas3dunet", res)
+    assert s["alpha_entropy"][0] > s["alpha_entropy"][1]  # fold 1 decided more
+    assert s["differs_from_uniform"] == [False, True] and "p2d_mean_over_folds" not in s
+    a = {"encoder": np.zeros((16, 3)), "decoder": np.zeros((5, 3))}
+    b = {"encoder": np.tile([0.0, 2.0, 0.0], (16, 1)), "decoder": np.zeros((5, 3))}
+    hist = [{"train_loss": 0.5, "val_loss": 0.4}, {"train_loss": 0.3, "arch_loss": 0.2}]
+    res = [{"alphas": x, "genotype": derive_genotype("vnas", x), "history": hist} for x in (a, b)]
+    s = summarize_search("vnas", res)
+    assert abs(s["uniform_entropy"] - np.log(3)) < 1e-9 and s["max_train_loss"] == 0.5
+    assert s["share_cells_p2d_below_third"] == 16 / 21  # encoder cells: mean p(2D) < 1/3

@@ -143,10 +143,15 @@ def test_search_reports_and_tracks_every_epoch(tmp_path):
 
 @pytest.mark.integration
 def test_nas3d_stop_rule(tmp_path):
-    cfg = _tiny_cfg(tmp_path, "nas3dunet", **{"search.warmup_epochs": 100})
+    # warm-up epochs leave the alphas untouched and are not counted: NC = 1 stops at the
+    # first epoch that updates alphas (epoch 2), after 2 trained epochs, not at epoch 0
+    cfg = _tiny_cfg(tmp_path, "nas3dunet", **{"search.warmup_epochs": 2, "search.stop_count": 1})
     res = run_search_fold(cfg, 0, log=lambda s: None)
-    # alphas stay put: the same structure is counted at epochs 0, 1, 2 -> stop at the 3rd
     assert res.stopped_by_count and res.epochs_run == 2 == len(res.history)
+    # a warm-up longer than the search counts nothing: NE epochs, the alphas' own structure
+    cfg = _tiny_cfg(tmp_path / "w", "nas3dunet", **{"search.warmup_epochs": 100})
+    res = run_search_fold(cfg, 0, log=lambda s: None)
+    assert not res.stopped_by_count and res.epochs_run == 6
     cfg = _tiny_cfg(tmp_path / "n", "nas3dunet", **{"search.stop_count": 50})
     res = run_search_fold(cfg, 0, log=lambda s: None)
     assert not res.stopped_by_count and res.epochs_run == 6  # NE epochs, most common wins

@@ -13,7 +13,13 @@ from .config import Config
 from .metrics import format_summary, summarize, write_table
 from .results import load_search_result, save_aggregate
 
-__all__ = ["aggregate_stage", "collect_retrain_rows", "results_tables", "search_summary"]
+__all__ = [
+    "aggregate_stage",
+    "collect_retrain_rows",
+    "results_tables",
+    "search_summary",
+    "summarize_search",
+]
 
 
 def aggregate_stage(cfg: Config, log=print):
@@ -39,44 +45,42 @@ def aggregate_stage(cfg: Config, log=print):
 
 
 def search_summary(cfg: Config) -> dict[str, Any] | None:
-    """What the fold searches decided: final alpha entropy and top-op probability per fold,
-    loss ranges, and for V-NAS the mean over folds of p(2D) per cell (seed 000's question:
-    where does the volume need slice-axis context?). None before the search stage."""
+    """:func:`summarize_search` of the fold results on disk; None before the search stage."""
     results = [load_search_result(cfg, k) for k in range(cfg.split.folds)]
     if any(r is None for r in results):
         return None
-    probs = [
-        np.concatenate([softmax(np.asarray(a, dtype=float)) for a in r["alphas"].values()])
+    return summarize_search(cfg.model.space, results)
+
+
+def summarize_search(space: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the fold searches decided: final alpha entropy and top-op probability per fold,
+    whether each fold's genotype differs from the one uniform alphas derive, loss ranges,
+    and for V-NAS the mean over folds of p(2D) per cell (seed 000's question: where does the
+    volume need slice-axis context?). Alpha rows may have different op counts (NAS-3D-U-Net).
+    """
+    rows = [
+        [p for a in r["alphas"].values() for p in softmax(np.asarray(a, dtype=float))]
         for r in results
     ]
     out: dict[str, Any] = {
-        "alpha_entropy": [float(-(p * np.log(p + 1e-12)).sum(-1).mean()) for p in probs],
-        "alpha_top_mean": [float(p.max(-1).mean()) for p in probs],
+        "alpha_entropy": [
+            float(np.mean([-(p * np.log(p + 1e-12)).sum() for p in f])) for f in rows
+        ],
+        "alpha_top_mean": [float(np.mean([p.max() for p in f])) for f in rows],
+        "uniform_entropy": float(np.mean([np.log(len(p)) for p in rows[0]])),
         "genotypes": [r["genotype"].code() for r in results],
     }
+    zeros = {k: np.zeros_like(np.asarray(a, dtype=float)) for k, a in results[0]["alphas"].items()}
+    uniform = derive_genotype(space, zeros)
+    out["uniform_genotype"] = uniform.code()
+    out["differs_from_uniform"] = [r["genotype"] != uniform for r in results]
     hist = [h for r in results for h in r.get("history", [])]
     for key in ("train_loss", "val_loss", "arch_loss"):
         vals = [h[key] for h in hist if key in h]
         if vals:
             out[f"max_{key}"] = float(max(vals))
-    uniform = derive_genotype(
-        cfg.model.space,
-        {k: np.zeros_like(np.asarray(a, float)) for k, a in results[0]["alphas"].items()},
-    )
-    out["uniform_genotype"] = uniform.code()
-    out["differs_from_uniform"] = [r["genotype"] != uniform for r in results]
-    out["uniform_entropy"] = float(
-        np.mean(
-            np.concatenate(
-                [
-                    np.full(len(np.asarray(a)), np.log(np.asarray(a).shape[-1]))
-                    for a in results[0]["alphas"].values()
-                ]
-            )
-        )
-    )
-    if cfg.model.space == "vnas":
-        p2d = np.mean([p[:, 0] for p in probs], axis=0)
+    if space == "vnas":
+        p2d = np.mean([[p[0] for p in f] for f in rows], axis=0)
         out["p2d_mean_over_folds"] = [round(float(v), 4) for v in p2d]
         out["share_cells_p2d_below_third"] = float((p2d < 1 / 3).mean())
     return out

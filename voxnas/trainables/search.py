@@ -220,7 +220,10 @@ def run_search_fold(
     stopped = False
     epoch = start - 1
     for epoch in range(start, s.epochs):
-        if s.stop_count:  # seed 002 Table 2: count the structure before the epoch's updates
+        # seed 002 Table 2: count the structure before the epoch's updates. Warm-up epochs
+        # (our extension) leave the alphas untouched, so counting them would be a vote for
+        # the initial structure: counting starts with the first epoch that updates alphas.
+        if s.stop_count and epoch >= s.warmup_epochs:
             key = json.dumps(
                 derive_genotype(cfg.model.space, model.alphas()).to_dict(), sort_keys=True
             )
