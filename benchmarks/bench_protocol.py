@@ -72,7 +72,9 @@ def main() -> None:
         run_dir, wall, cmd = run(args.kind, workdir)
         summary = json.loads((run_dir / "results" / "summary.json").read_text())
         health = store_health(workdir / "mlflow.db")
+        aggregate = json.loads((run_dir / "aggregate" / "genotype.json").read_text())
     search = summary.pop("search")
+    search["aggregate"] = aggregate["genotype"]["code"]
     rows = []
     for arch, s in summary.items():
         for col, v in s["overall"].items():

@@ -137,9 +137,7 @@ def test_search_summary_handles_both_spaces():
 
     nas = [_nas3d_alphas(), _nas3d_alphas()]
     nas[1]["up_normal"][:, 2] = 3.0
-    res = [
-        {"alphas": a, "genotype": derive_genotype("nas3dunet", a), "history": []} for a in nas
-    ]
+    res = [{"alphas": a, "genotype": derive_genotype("nas3dunet", a), "history": []} for a in nas]
     s = summarize_search("nas3dunet", res)
     assert s["alpha_entropy"][0] > s["alpha_entropy"][1]  # fold 1 decided more
     assert s["differs_from_uniform"] == [False, True] and "p2d_mean_over_folds" not in s

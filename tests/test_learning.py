@@ -21,7 +21,7 @@ LEARNING_SETTINGS = [
 LEARNING_SEEDS = (0, 1, 2)
 # measured median on the machines this was written on is in benchmarks/results/learning.json;
 # the threshold sits at least 0.05 below it (README, "Quality figures")
-LEARNING_THRESHOLD = 0.85
+LEARNING_THRESHOLD = 0.82
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
