@@ -310,7 +310,7 @@ def run_search_fold(
             reporter.report({**metrics, "final": False}, checkpoint_dir)
         log(
             f"fold {fold} epoch {epoch + 1}/{s.epochs}: train {metrics['train_loss']:.4f} "
-            f"arch {metrics.get('arch_loss', float('nan')):.4f} val {val_loss:.4f} "
+            f"arch {format(metrics['arch_loss'], '.4f') if a_losses else '-'} val {val_loss:.4f} "
             f"dsc {val_dice:.3f} H(alpha) {metrics['alpha_entropy']:.3f} {genotype.code()}"
         )
         if (
