@@ -67,3 +67,16 @@ def test_non_finite_loss_names_where():
         with pytest.raises(NonFiniteLossError, match="search fold 2 epoch 7 train: loss is"):
             check_finite(bad, "search fold 2 epoch 7 train")
     assert np.isfinite(check_finite(1e30, "big but finite"))
+
+
+def test_recalibration_averages_statistics_over_the_batches_and_restores_momentum():
+    from voxnas.search_spaces.layers import recalibrate_batchnorm
+
+    net = nn.Sequential(nn.Conv3d(1, 2, 1), BatchNorm3d(2)).eval()
+    xs = [torch.full((1, 1, 4, 4, 4), float(v)) + torch.randn(1, 1, 4, 4, 4) for v in (0, 2, 4)]
+    assert recalibrate_batchnorm(net, iter(xs)) == 1
+    bn = net[1]
+    with torch.no_grad():
+        means = torch.stack([net[0](x).mean(dim=(0, 2, 3, 4)) for x in xs]).mean(0)
+    torch.testing.assert_close(bn.running_mean, means)
+    assert bn.momentum == 0.1 and not net.training

@@ -151,7 +151,7 @@ class RetrainConfig(_Frozen):
     genotype: str = "searched"
     extra_rows: tuple[str, ...] = ()
     # patches whose average replaces BatchNorm's running statistics after training (0: off);
-    # paper silent; see trainables.common.recalibrate_batchnorm
+    # paper silent; see search_spaces.layers.recalibrate_batchnorm
     bn_recalibration: int = Field(200, ge=0)
 
 

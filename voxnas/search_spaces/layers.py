@@ -29,7 +29,9 @@ from torch import nn
 
 __all__ = [
     "BatchNorm3d",
+    "batchnorm_layers",
     "patch_statistics",
+    "recalibrate_batchnorm",
     "Conv3d",
     "ConvTranspose3d",
     "conv_bn_relu",
@@ -258,6 +260,36 @@ class BatchNorm3d(nn.BatchNorm3d):
         )
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def recalibrate_batchnorm(model: nn.Module, batches) -> int:
+    """Replace every BatchNorm's running statistics by their average over ``batches``
+    (input tensors), the weights untouched ("precise BN"). Returns the number of layers.
+
+    With batch-1 patches the running statistics are an exponential average over the last
+    ~10 patches (momentum 0.1): a noisy, lagging estimate that eval mode then applies to
+    every patch. A retrained planted-task network with a training loss of 0.008 scored DSC
+    0.001 with them and 0.906 after averaging 100 training patches."""
+    bns = batchnorm_layers(model)
+    if not bns:  # GroupNorm networks (NAS-3D-U-Net) have nothing to recalibrate
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was_training)
+    return len(bns)
+
+
 @contextlib.contextmanager
 def patch_statistics(model: nn.Module) -> Iterator[None]:
     """Inside, every BatchNorm normalises with the statistics of the batch it is given (for
@@ -266,7 +298,7 @@ def patch_statistics(model: nn.Module) -> Iterator[None]:
     Networks trained on batch-1 patches learn with exactly that normalisation; eval-mode BN
     then applies population statistics they never saw, which cost a retrained planted-task
     network DSC 0.98 -> 0.64 (`eval.bn_stats`, README "Departures")."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = batchnorm_layers(model)
     saved = [(m.training, m.momentum) for m in bns]
     for m in bns:
         m.train()

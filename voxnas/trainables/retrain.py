@@ -22,6 +22,7 @@ from ..platform.losses import make_loss
 from ..platform.metrics import case_metrics, summarize, write_table
 from ..platform.model_factory import build_model, model_kwargs, out_channels_for
 from ..platform.results import retrain_dir
+from ..search_spaces.layers import recalibrate_batchnorm
 from ..search_spaces.registry import Architecture, resolve_architecture
 from .common import (
     Reporter,
@@ -31,7 +32,6 @@ from .common import (
     load_checkpoint,
     make_sampler,
     make_weight_optimizer,
-    recalibrate_batchnorm,
     rng_state,
     save_checkpoint,
     seed_everything,
