@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from _common import median_time, write_results
 
-from voxnas.platform.data.cache import build_cache
-from voxnas.platform.data.layouts import read_dataset
-from voxnas.platform.data.patches import PatchSampler
-from voxnas.platform.data.preprocess import PreprocessSettings, load_case, preprocess_image
-from voxnas.platform.data.synthetic import write_synthetic
+from voxnas.data.cache import build_cache
+from voxnas.data.layouts import read_dataset
+from voxnas.data.patches import PatchSampler
+from voxnas.data.preprocess import PreprocessSettings, load_case, preprocess_image
+from voxnas.data.synthetic import write_synthetic
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from _common import write_results  # noqa: E402
 
-from voxnas.platform.config import load_config  # noqa: E402
+from voxnas.config import load_config  # noqa: E402
 
 
 def _cfg(workdir: Path, args, *extra: str):
@@ -45,7 +45,7 @@ def main() -> None:
     import ray
     import torch
 
-    from voxnas.platform.data.prepare import prepare_data
+    from voxnas.data.prepare import prepare_data
     from voxnas.platform.orchestration import run_search_stage
     from voxnas.trainables.search import run_search_fold
 
@@ -56,7 +56,7 @@ def main() -> None:
         prep = prepare_data(cfg, log=lambda s: None)
         t0 = time.perf_counter()
         for k in range(args.folds):
-            run_search_fold(cfg, k, prepared=prep, log=lambda s: None)
+            run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
         plain = time.perf_counter() - t0
         ray.init(num_cpus=args.folds, include_dashboard=False)
         try:

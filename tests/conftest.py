@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from voxnas.platform.data.synthetic import write_synthetic  # noqa: E402
+from voxnas.data.synthetic import write_synthetic  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

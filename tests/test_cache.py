@@ -3,9 +3,9 @@ import os
 
 import numpy as np
 
-from voxnas.platform.data.cache import build_cache, cache_key
-from voxnas.platform.data.layouts import read_dataset
-from voxnas.platform.data.preprocess import PreprocessSettings
+from voxnas.data.cache import build_cache, cache_key
+from voxnas.data.layouts import read_dataset
+from voxnas.data.preprocess import PreprocessSettings
 
 
 def test_built_once_memory_mapped_and_reused(msd_dir, tmp_path):

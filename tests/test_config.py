@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from voxnas.platform.config import ConfigError, flatten_config, load_config
+from voxnas.config import ConfigError, flatten_config, load_config
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 
@@ -39,9 +39,9 @@ def test_paper_configs():
 
 def test_overrides_apply_and_parse_yaml_values():
     cfg = load_config(
-        "configs/demo.yaml", ["search.epochs=3", "patch.train=[16, 16, 8]", "data.root=/x"]
+        "configs/demo.yaml", ["search.epochs=3", "patch.train=[64, 32, 16]", "data.root=/x"]
     )
-    assert cfg.search.epochs == 3 and cfg.patch.train == (16, 16, 8)
+    assert cfg.search.epochs == 3 and cfg.patch.train == (64, 32, 16)
     assert str(cfg.data.root) == "/x"
 
 

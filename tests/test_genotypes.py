@@ -133,7 +133,7 @@ def test_nas3d_vote_counts_the_genotypes_the_folds_returned():
 
 
 def test_search_summary_handles_both_spaces():
-    from voxnas.platform.report import summarize_search
+    from voxnas.evaluation.tables import summarize_search
 
     nas = [_nas3d_alphas(), _nas3d_alphas()]
     nas[1]["up_normal"][:, 2] = 3.0

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from voxnas.cli import main
-from voxnas.platform.data.integrity import check_folder
-from voxnas.platform.data.nifti import load_volume, save_volume
+from voxnas.data.integrity import check_folder
+from voxnas.data.nifti import load_volume, save_volume
 
 
 def _copy(src, tmp_path):

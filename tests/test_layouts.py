@@ -5,9 +5,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxnas.platform.data.integrity import check_folder
-from voxnas.platform.data.layouts import DatasetError, detect_layout, read_dataset
-from voxnas.platform.data.nifti import load_volume, save_volume
+from voxnas.data.integrity import check_folder
+from voxnas.data.layouts import DatasetError, detect_layout, read_dataset
+from voxnas.data.nifti import load_volume, save_volume
 
 
 @pytest.mark.parametrize("layout,n_mod", [("msd", 1), ("brats", 4), ("paired", 1)])
@@ -40,7 +40,7 @@ def test_brats_labels_nested(brats_dir):
 
 
 def test_synth_is_deterministic(tmp_path):
-    from voxnas.platform.data.synthetic import write_synthetic
+    from voxnas.data.synthetic import write_synthetic
 
     a = write_synthetic(tmp_path / "a", "paired", 2, (16, 16, 8), seed=3)
     b = write_synthetic(tmp_path / "b", "paired", 2, (16, 16, 8), seed=3)
@@ -79,7 +79,7 @@ def test_msd_4d_and_nnunet_channel_files(tmp_path):
     assert a.four_d and len(a.images) == 1
     assert not b.four_d and [p.name for p in b.images] == ["b_0000.nii.gz", "b_0001.nii.gz"]
     assert check_folder(tmp_path) == []
-    from voxnas.platform.data.preprocess import PreprocessSettings, load_case
+    from voxnas.data.preprocess import PreprocessSettings, load_case
 
     img, _, _ = load_case(a, PreprocessSettings(), [0, 1])
     assert img.shape == (2, 8, 8, 4)

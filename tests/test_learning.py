@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from voxnas.cli import main
-from voxnas.platform.config import load_config
-from voxnas.platform.data.nifti import save_volume
-from voxnas.platform.data.synthetic import make_ct_case
-from voxnas.platform.metrics import compute_dice
+from voxnas.config import load_config
+from voxnas.data.nifti import save_volume
+from voxnas.data.synthetic import make_ct_case
+from voxnas.evaluation.metrics import compute_dice
 from voxnas.trainables.retrain import run_retrain_fold
 
 LEARNING_SETTINGS = [

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxnas.platform.losses import make_loss, regions_from_indices, soft_dice_loss
-from voxnas.platform.metrics import (
+from voxnas.evaluation.metrics import (
     compute_dice,
     compute_hd95,
     compute_sensitivity,
@@ -15,6 +14,7 @@ from voxnas.platform.metrics import (
     format_summary,
     summarize,
 )
+from voxnas.trainables.losses import make_loss, regions_from_indices, soft_dice_loss
 
 
 def _masks():

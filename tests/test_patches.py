@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 
-from voxnas.platform.data.cache import CachedCase
-from voxnas.platform.data.patches import (
+from voxnas.data.cache import CachedCase
+from voxnas.data.patches import (
     AugParams,
     PatchSampler,
     apply_augmentation,
     crop_patch,
     sample_augmentation,
 )
-from voxnas.platform.data.preprocess import Geometry
+from voxnas.data.preprocess import Geometry
 
 
 def _case(shape=(20, 20, 10), seed=0):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from voxnas.platform.config import load_config
-from voxnas.platform.data.synthetic import make_planted_case
+from voxnas.config import load_config
+from voxnas.data.synthetic import make_planted_case
 from voxnas.search_spaces.registry import create_model, resolve_architecture
 
 PLANTED = "configs/planted_vnas.yaml"
@@ -117,11 +117,11 @@ def _search(args):
 
 @pytest.fixture(scope="module")
 def planted_workdir(tmp_path_factory):
-    from voxnas.platform.data.prepare import prepare_data
+    from voxnas.data.prepare import prepare_data
 
     root = tmp_path_factory.mktemp("planted")
     prep = prepare_data(_cfg(root, 0), lambda s: None)
-    prep.fold(0)  # data, cache and split written once, before the workers start
+    prep.fold_data(0)  # data and cache written once, before the workers start
     return root
 
 

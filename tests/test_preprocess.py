@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from voxnas.platform.data.layouts import read_dataset
-from voxnas.platform.data.nifti import load_volume
-from voxnas.platform.data.preprocess import (
+from voxnas.data.layouts import read_dataset
+from voxnas.data.nifti import load_volume
+from voxnas.data.preprocess import (
     PreprocessSettings,
     fit_mri_stats,
     invert_geometry,

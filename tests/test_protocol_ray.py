@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voxnas.platform.config import load_config
+from voxnas.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from voxnas.platform.bundle import load_bundle
-from voxnas.trainables.common import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from voxnas.trainables.bundle import load_bundle
+from voxnas.trainables.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class _Evil:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from voxnas.platform.config import load_config
+from voxnas.config import load_config
 from voxnas.search_spaces.mixed import MixedOp
-from voxnas.trainables.common import MemoryReporter, MemoryTracker
+from voxnas.trainables.engine import MemoryReporter, MemoryTracker
 from voxnas.trainables.search import bilevel_step, run_search_fold
 
 
@@ -113,7 +113,7 @@ def test_resume_gives_the_same_alphas_and_genotype(space, tmp_path):
     cfg_b = _tiny_cfg(tmp_path / "b", space)
     part = run_search_fold(cfg_b, 0, stop_after_epochs=2, log=lambda s: None)
     assert not part.complete and part.epochs_run == 2
-    resumed = run_search_fold(cfg_b, 0, log=lambda s: None)
+    resumed = run_search_fold(cfg_b, 0, resume=True, log=lambda s: None)
     assert resumed.genotype == straight.genotype
     for k in straight.alphas:
         np.testing.assert_allclose(resumed.alphas[k], straight.alphas[k], rtol=1e-5, atol=1e-6)
@@ -169,7 +169,7 @@ def test_a_diverging_search_stops_with_an_error_naming_fold_and_epoch(tmp_path):
 
 
 def test_fold_out_of_range(tmp_path):
-    from voxnas.platform.data.splits import SplitError
+    from voxnas.data.splits import SplitError
 
     with pytest.raises(SplitError, match="fold 5 does not exist"):
         run_search_fold(_tiny_cfg(tmp_path), 5, log=lambda s: None)

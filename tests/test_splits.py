@@ -1,6 +1,6 @@
 import pytest
 
-from voxnas.platform.data.splits import SplitError, fold_split, load_or_make_splits, make_folds
+from voxnas.data.splits import SplitError, fold_split, load_or_make_splits, make_folds
 
 IDS = [f"case{i:02d}" for i in range(13)]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from voxnas.platform.config import ArchOptimConfig
+from voxnas.config import ArchOptimConfig
 from voxnas.search_spaces.layers import BatchNorm3d
 from voxnas.trainables.search import NonFiniteLossError, check_finite, make_arch_optimizer
 

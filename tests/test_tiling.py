@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxnas.platform.data.tiling import (
+from voxnas.evaluation.tiling import (
     auto_fit_axis,
     auto_fit_layout,
     brain_cube,

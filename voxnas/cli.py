@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .platform.config import ConfigError, load_config
+from voxnas.config import ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -84,7 +84,7 @@ def synth(
     tumour: bool,
 ) -> None:
     """Write a synthetic phantom dataset as real NIfTI files in LAYOUT."""
-    from .platform.data.synthetic import write_synthetic
+    from voxnas.data.synthetic import write_synthetic
 
     path = write_synthetic(Path(out), layout, cases, shape, seed, phantom=phantom, tumour=tumour)
     click.echo(f"wrote {cases} {layout} cases of shape {shape} to {path}")
@@ -100,7 +100,7 @@ def synth(
 )
 def check_data(root: str, layout: str) -> None:
     """Check a dataset folder; prints every problem, one line per file. Exit 1 on problems."""
-    from .platform.data.integrity import check_folder, format_report
+    from voxnas.data.integrity import check_folder, format_report
 
     def progress(i: int, n: int) -> None:
         click.echo(f"\rchecked {i}/{n} cases", nl=i == n, err=True)
@@ -143,10 +143,10 @@ def patches(volume, brain_cube, image, patch, mode, overlap) -> None:
     """Print the patch layout (starts per axis) for a volume, as inference tiles it."""
     import numpy as np
 
-    from .platform.data import tiling
+    from voxnas.evaluation import tiling
 
     if image:
-        from .platform.data.nifti import load_volume
+        from voxnas.data.nifti import load_volume
 
         data, _ = load_volume(Path(image))
         data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
@@ -180,17 +180,18 @@ def patches(volume, brain_cube, image, patch, mode, overlap) -> None:
 @SET_OPT
 def prepare(config: str | None, overrides: tuple[str, ...]) -> None:
     """Check, preprocess, cache and split the configured dataset (what training does first)."""
-    from .platform.data.prepare import DataIntegrityError, prepare_data
+    from voxnas.data.prepare import DataIntegrityError, prepare_data, write_split_files
 
     cfg = _load(config, overrides)
     try:
         prep = prepare_data(cfg, log=click.echo)
+        write_split_files(prep)
     except DataIntegrityError as err:
         raise click.ClickException(str(err)) from None
     for k in range(cfg.split.folds):
-        s = prep.fold(k)
+        s = prep.split_for(k)
         click.echo(f"fold {k}: train {len(s.train)} val {len(s.val)} test {len(s.test)}")
-    click.echo(f"splits and statistics in {cfg.run_dir / 'splits'}")
+    click.echo(f"splits and statistics in {cfg.layout.splits}")
 
 
 @main.command()
@@ -202,7 +203,7 @@ def genotype(spec: str | None, list_: bool) -> None:
     V-NAS genotypes print their paper code and the 2D/3D/P3D choice of every cell;
     NAS-3D-U-Net genotypes print the cell structure (two modules per node).
     """
-    from .search_spaces.registry import list_models, resolve_architecture
+    from voxnas.search_spaces.registry import list_models, resolve_architecture
 
     if list_ or not spec:
         for name, desc in list_models().items():
@@ -235,19 +236,27 @@ def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...])
 
     Computed on PyTorch's meta device: nothing is allocated or run for real.
     """
-    from .platform.model_factory import cost_table
+    from voxnas.trainables.models import cost_table
 
     cfg = _load(config, overrides)
     click.echo(cost_table(cfg, list(archs) or None))
 
 
 def _prepare(cfg):
-    from .platform.data.prepare import DataIntegrityError, prepare_data
+    from voxnas.data.prepare import DataIntegrityError, prepare_data
 
     try:
         return prepare_data(cfg, log=click.echo)
     except (DataIntegrityError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+
+
+def _valid_fold(cfg, fold: int) -> bool:
+    if not 0 <= fold < cfg.split.folds:
+        raise click.ClickException(
+            f"--fold {fold}: there are {cfg.split.folds} folds (0..{cfg.split.folds - 1})"
+        )
+    return True
 
 
 def _run_fold(fn):
@@ -261,24 +270,26 @@ def _run_fold(fn):
 @CONFIG_ARG
 @SET_OPT
 @click.option("--fold", type=int, help="Search this fold in-process (no Ray), to debug it.")
-@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint and start over.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over: ignore existing checkpoints and finished results of this stage.",
+)
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
 def search(config, overrides, fold, fresh, address) -> None:
     """Search architectures: every fold (x hyperparameter set) on Ray Tune, or one fold
     in-process with --fold K. Checkpoints every epoch; reruns resume."""
     cfg = _load(config, overrides)
     if fold is None:
-        from .platform.orchestration import run_search_stage
+        from voxnas.platform.orchestration import run_search_stage
 
         run_search_stage(cfg, address=address, resume=not fresh)
         return
-    from .platform.results import save_search_result
-    from .trainables.search import run_search_fold
+    from voxnas.trainables.records import save_search_result
+    from voxnas.trainables.search import run_search_fold
 
-    prep = _prepare(cfg)
-    res = _run_fold(
-        lambda: run_search_fold(cfg, fold, prepared=prep, resume=not fresh, log=click.echo)
-    )
+    data = _prepare(cfg).fold_data(fold) if _valid_fold(cfg, fold) else None
+    res = _run_fold(lambda: run_search_fold(cfg, fold, data=data, resume=not fresh, log=click.echo))
     path = save_search_result(cfg, res)
     click.echo(f"fold {fold} genotype: {res.genotype.code()}")
     click.echo(f"result: {path}")
@@ -304,25 +315,31 @@ def retrain(config, overrides, fold, genotype_spec, fresh, address) -> None:
     cfg = _load(config, overrides)
     spec = genotype_spec or cfg.retrain.genotype
     if spec == "searched":
-        from .platform.results import aggregate_path, load_aggregate
+        from voxnas.trainables.records import load_aggregate
 
         spec = load_aggregate(cfg)
         if spec is None:
             raise click.ClickException(
-                f"no aggregated genotype at {aggregate_path(cfg)}: run "
+                f"no aggregated genotype at {cfg.layout.aggregate}: run "
                 "`voxnas aggregate` first or pass --genotype"
             )
     if fold is None:
-        from .platform.orchestration import run_retrain_stage
+        from voxnas.platform.orchestration import run_retrain_stage
 
-        run_retrain_stage(cfg, spec, address=address, resume=not fresh)
+        run_retrain_stage(
+            cfg,
+            spec,
+            address=address,
+            resume=not fresh,
+            final=cfg.retrain.final and not isinstance(spec, str),
+        )
         return
-    from .platform.metrics import format_summary
-    from .trainables.retrain import run_retrain_fold
+    from voxnas.evaluation.metrics import format_summary
+    from voxnas.trainables.retrain import run_retrain_fold
 
-    prep = _prepare(cfg)
+    data = _prepare(cfg).fold_data(fold) if _valid_fold(cfg, fold) else None
     res = _run_fold(
-        lambda: run_retrain_fold(cfg, fold, spec, prepared=prep, resume=not fresh, log=click.echo)
+        lambda: run_retrain_fold(cfg, fold, spec, data=data, resume=not fresh, log=click.echo)
     )
     click.echo(format_summary(res.summary, f"{res.arch}, fold {fold} ({len(res.rows)} cases)"))
     click.echo(f"model: {res.model_path}\nper-case metrics: {res.out_dir / 'metrics.csv'}")
@@ -333,8 +350,8 @@ def retrain(config, overrides, fold, genotype_spec, fresh, address) -> None:
 @SET_OPT
 def aggregate(config, overrides) -> None:
     """Aggregate the fold genotypes: V-NAS sums softmax(alpha) over folds and takes the argmax
-    (seed 000 section 3.1); NAS-3D-U-Net takes the most common fold structure."""
-    from .platform.report import aggregate_stage
+    (seed 000 section 3.1); NAS-3D-U-Net votes over the genotypes the folds returned."""
+    from voxnas.trainables.aggregate import aggregate_stage
 
     cfg = _load(config, overrides)
     try:
@@ -349,15 +366,16 @@ def aggregate(config, overrides) -> None:
 def evaluate(config, overrides) -> None:
     """Build the paper-style results table (DSC mean +- std, max, min, median; sensitivity,
     specificity, HD95) from every retrained architecture and fold in the run directory."""
-    from .platform.report import collect_retrain_rows, results_tables
+    from voxnas.evaluation.tables import results_tables
+    from voxnas.trainables.records import collect_retrain_rows, load_search_results
 
     cfg = _load(config, overrides)
     rows = collect_retrain_rows(cfg)
     if not rows:
-        raise click.ClickException(f"no retrain results under {cfg.run_dir / 'retrain'}")
-    text, _ = results_tables(cfg, rows)
+        raise click.ClickException(f"no retrain results under {cfg.layout.retrain}")
+    text, _ = results_tables(cfg, rows, list((load_search_results(cfg) or {}).values()))
     click.echo(text)
-    click.echo(f"written to {cfg.run_dir / 'results'}")
+    click.echo(f"written to {cfg.layout.results}")
 
 
 @main.command()
@@ -375,13 +393,16 @@ def evaluate(config, overrides) -> None:
 )
 def run(config, overrides, resume, address, tracking_uri) -> None:
     """The whole protocol on Ray Tune: check -> cache -> fold searches in parallel ->
-    aggregated genotype -> retrains in parallel -> evaluation -> results table, tracked in
-    MLflow with the best model registered."""
-    from .platform.orchestration import run_protocol
+    aggregated genotype -> retrains in parallel + the final model on every training case ->
+    evaluation -> results table, tracked in MLflow with the final model registered.
+
+    Without --resume an existing run folder is moved aside (<name>.replaced-<time>) and the
+    run starts fresh; with --resume finished stages and trials are reused."""
+    from voxnas.platform.orchestration import run_protocol
+    from voxnas.platform.tune import InterruptedStageError
 
     if tracking_uri:
         overrides = (*overrides, f"tracking.tracking_uri={tracking_uri}")
-    from .platform.orchestration import InterruptedStageError
 
     cfg = _load(config, overrides)
     try:
@@ -393,11 +414,18 @@ def run(config, overrides, resume, address, tracking_uri) -> None:
 
 
 @main.command()
+@CONFIG_ARG
+@SET_OPT
 @click.option(
     "--model",
     "model_uri",
-    required=True,
-    help="models:/NAME/VERSION, runs:/RUN_ID/model, or a local model.pt bundle.",
+    help="models:/NAME/VERSION, runs:/RUN_ID/model, or a local model.pt bundle. Default: "
+    "the config's final model (<run>/final/searched/model.pt).",
+)
+@click.option(
+    "--ensemble",
+    type=click.Choice(["folds"]),
+    help="Average the probabilities of the config's fold models (nnU-Net's default).",
 )
 @click.option(
     "--input",
@@ -420,19 +448,36 @@ def run(config, overrides, resume, address, tracking_uri) -> None:
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
-def predict(model_uri, input_path, output_path, tracking_uri, device) -> None:
-    """Segment new scans with a trained or registered model. Masks keep the input's affine,
-    shape and orientation and use the dataset's label values (BraTS: 1/2/4)."""
-    from .platform.device import pick_device
-    from .platform.predict import find_inputs, load_model, predict_paths
+def predict(
+    config, overrides, model_uri, ensemble, input_path, output_path, tracking_uri, device
+) -> None:
+    """Segment new scans with a trained or registered model, by default the config's final
+    model (trained on every training case), or the fold ensemble (--ensemble folds). Masks
+    keep the input's affine, shape and orientation and use the dataset's label values."""
+    from voxnas.device import pick_device
+    from voxnas.platform.predict import (
+        find_inputs,
+        load_fold_ensemble,
+        load_model,
+        predict_paths,
+    )
 
     dev = pick_device(device)
+    if model_uri and ensemble:
+        raise click.ClickException("give --model or --ensemble, not both")
     try:
-        model, meta = load_model(model_uri, dev, tracking_uri)
+        if ensemble:
+            model, meta = load_fold_ensemble(_load(config, overrides).run_dir, dev)
+        else:
+            if not model_uri:
+                cfg = _load(config, overrides)
+                model_uri = str(cfg.layout.bundle(cfg.layout.final("searched")))
+            model, meta = load_model(model_uri, dev, tracking_uri)
         cases = find_inputs(Path(input_path), meta)
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"model {meta.arch} ({meta.space}), {len(cases)} input(s), device {dev}")
+    what = f"ensemble of {len(model)} fold models" if isinstance(model, list) else "model"
+    click.echo(f"{what} {meta.arch} ({meta.space}), {len(cases)} input(s), device {dev}")
     with click.progressbar(length=len(cases), label="segmenting") as bar:
         written = predict_paths(
             model, meta, cases, Path(output_path), dev, progress=lambda i, n: bar.update(1)
@@ -452,7 +497,7 @@ def ui(config, overrides, port, tracking_uri) -> None:
     """Start the MLflow UI on the project's store, bound to 127.0.0.1."""
     import subprocess
 
-    from .platform.tracking import tracking_uri as uri_of
+    from voxnas.platform.tracking import tracking_uri as uri_of
 
     cfg = _load(config, overrides)
     uri = tracking_uri or uri_of(cfg)
@@ -489,8 +534,8 @@ def demo(space, overrides, quick, resume, address) -> None:
     """The main job: synthetic data, local Ray, local MLflow, the whole search -> aggregate
     -> retrain -> evaluate protocol (4 folds in parallel), model registration, and a
     prediction of a held-out volume."""
-    from .platform.demo import demo_config, run_demo
-    from .platform.orchestration import InterruptedStageError
+    from voxnas.platform.demo import demo_config, run_demo
+    from voxnas.platform.tune import InterruptedStageError
 
     try:
         cfg = demo_config(space, list(overrides), quick)
@@ -501,23 +546,26 @@ def demo(space, overrides, quick, resume, address) -> None:
     except InterruptedStageError as err:
         click.echo(str(err), err=True)
         sys.exit(130)
-    _closing(out)
-    if out.get("prediction"):
-        click.echo(f"held-out prediction: {out['prediction']}")
-    click.echo(f"wall time:           {out['wall_s']:.0f} s")
+    _closing(out.protocol)
+    if out.prediction:
+        click.echo(f"held-out prediction: {out.prediction}")
+    click.echo(f"wall time:           {out.wall_s:.0f} s")
     demo_yaml = "demo.yaml" if space == "vnas" else "demo_nas3dunet.yaml"
     click.echo(f"open the MLflow UI:  voxnas ui configs/{demo_yaml}")
 
 
-def _closing(out: dict) -> None:
+def _closing(out) -> None:
+    """The end of `run` / `demo`: where everything is (``orchestration.ProtocolResult``)."""
     click.echo("\n== done ==")
-    click.echo(f"aggregated genotype: {out['genotype'].code()}")
-    click.echo(f"results:             {out['results'] / 'summary.md'}")
-    click.echo(f"run directory:       {out['run_dir']}")
-    if out.get("model_uri"):
-        click.echo(f"registered model:    {out['model_uri']}")
-    if out.get("parent_run_id"):
-        click.echo(f"MLflow parent run:   {out['parent_run_id']} (open with `voxnas ui`)")
+    click.echo(f"aggregated genotype: {out.genotype.code()}")
+    click.echo(f"results:             {out.results / 'summary.md'}")
+    click.echo(f"run directory:       {out.run_dir}")
+    if out.final_model:
+        click.echo(f"final model:         {out.final_model}")
+    if out.model_uri:
+        click.echo(f"registered model:    {out.model_uri}")
+    if out.parent_run_id:
+        click.echo(f"MLflow parent run:   {out.parent_run_id} (open with `voxnas ui`)")
 
 
 if __name__ == "__main__":

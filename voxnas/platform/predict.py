@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bundle import ModelMeta, load_bundle, segment
-from .data.layouts import Case
-from .data.nifti import load_header, save_volume
-from .data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
-from .device import pick_device
+from voxnas.data.layouts import Case
+from voxnas.data.nifti import load_header, save_volume
+from voxnas.data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
+from voxnas.device import pick_device
+from voxnas.evaluation.inference import segment
+from voxnas.trainables.bundle import ModelMeta, load_bundle
 
-__all__ = ["find_inputs", "load_model", "predict_paths"]
+__all__ = ["find_inputs", "load_fold_ensemble", "load_model", "predict_paths"]
 
 _NII = re.compile(r"\.nii(\.gz)?$")
 
@@ -29,10 +30,29 @@ def load_model(uri: str, device: torch.device, tracking_uri: str | None = None):
         return load_bundle(path, device)
     if "://" not in uri and ":/" not in uri:
         raise FileNotFoundError(f"{uri}: no such model file (or give an MLflow models:/ URI)")
-    from .tracking import download_model_bundle
+    from voxnas.platform.tracking import download_model_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         return load_bundle(download_model_bundle(uri, Path(tmp), tracking_uri), device)
+
+
+def load_fold_ensemble(run_dir: Path, device: torch.device, arch: str = "searched"):
+    """The fold models of ``arch`` in a run folder as one ensemble: ``(models, meta)``; their
+    probabilities are averaged at prediction (nnU-Net's default)."""
+    from voxnas.run_layout import RunLayout, arch_dirname
+
+    paths = sorted((RunLayout(Path(run_dir)).retrain / arch_dirname(arch)).glob("fold*/model.pt"))
+    if not paths:
+        raise FileNotFoundError(
+            f"{RunLayout(Path(run_dir)).retrain / arch_dirname(arch)}: no fold models "
+            "(fold*/model.pt): run the protocol first"
+        )
+    models, metas = zip(*(load_bundle(p, device) for p in paths))
+    ref = {k: v for k, v in metas[0].to_dict().items() if k != "extra"}
+    for path, meta in zip(paths[1:], metas[1:]):
+        if {k: v for k, v in meta.to_dict().items() if k != "extra"} != ref:
+            raise ValueError(f"{path}: not the same architecture and settings as {paths[0]}")
+    return list(models), metas[0]
 
 
 def find_inputs(path: Path, meta: ModelMeta) -> list[Case]:

@@ -20,7 +20,13 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from .config import Config, flatten_config
+from voxnas.config import Config, flatten_config
+from voxnas.platform.tracking_policy import (
+    choose_registration,
+    result_metrics,
+    retrain_tags,
+    search_tags,
+)
 
 __all__ = ["ProtocolTracker", "TrialTracker", "ensure_experiment", "tracking_uri", "trial_tracker"]
 
@@ -110,7 +116,7 @@ class TrialTracker(_RunLogger):
         cfg: Config,
         parent_id: str | None,
         stage: str,
-        fold: int,
+        fold: int | None,
         name: str,
         trial_id: str,
         hp: list[str],
@@ -124,7 +130,7 @@ class TrialTracker(_RunLogger):
         else:
             tags = {
                 "voxnas.stage": stage,
-                "voxnas.fold": str(fold),
+                "voxnas.fold": "all" if fold is None else str(fold),
                 "voxnas.trial": trial_id,
                 "voxnas.space": cfg.model.space,
                 "voxnas.hp": " ".join(hp),
@@ -133,10 +139,10 @@ class TrialTracker(_RunLogger):
                 tags["mlflow.parentRunId"] = parent_id
             self.run_id = self.client.create_run(exp, run_name=name, tags=tags).info.run_id
             _log_params(self.client, self.run_id, flatten_config(cfg))
-            splits = cfg.run_dir / "splits" / f"fold{fold}.json"
-            if splits.is_file():
+            splits = cfg.layout.fold_split(fold) if fold is not None else None
+            if splits is not None and splits.is_file():
                 self.client.log_artifact(self.run_id, str(splits), "splits")
-                stats = splits.with_name(f"fold{fold}_stats.json")
+                stats = cfg.layout.fold_stats(fold)
                 self.client.log_artifact(self.run_id, str(stats), "splits")
                 ids = json.loads(splits.read_text())
                 _log_params(
@@ -173,13 +179,13 @@ class TrialTracker(_RunLogger):
         super().log_text(text, name)
 
     def finish_search(self, res) -> None:
-        from . import plots
+        from voxnas.evaluation import plots
 
         g = res.genotype
         self.log_dict(g.to_dict(), "genotype.json")
         self.log_text(g.code() + "\n", "genotype_code.txt")
         self.log_dict(res.alphas, "alphas.json")
-        self.set_tags({"voxnas.genotype": g.code()[:5000]})
+        self.set_tags(search_tags(g))
         if self.alpha_history and self.alpha_history[-1]:
             self.log_png(
                 plots.alpha_heatmap(self.alpha_history[-1], f"{self.stage}: softmax(alpha)"),
@@ -188,11 +194,12 @@ class TrialTracker(_RunLogger):
             self.log_png(plots.alpha_trajectories(self.alpha_history), "plots/alpha_trajectory.png")
 
     def finish_retrain(self, res) -> None:
-        from . import plots
-        from .bundle import load_bundle
+        from voxnas.evaluation import plots
+        from voxnas.trainables.bundle import load_bundle
 
-        self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
-        self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
+        if res.rows:  # the final model has no test cases
+            self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
+            self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
         model, meta = load_bundle(res.model_path)
         with using_tracking_uri(tracking_uri(self.cfg)), mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
@@ -202,15 +209,7 @@ class TrialTracker(_RunLogger):
                 extra_files=[str(res.model_path)],
                 metadata={"voxnas": json.dumps(meta.to_dict())},
             )
-        self.set_tags(
-            {
-                "voxnas.model_uri": info.model_uri,
-                "voxnas.arch": res.arch,
-                "voxnas.mean_dice": json.dumps(
-                    {k: v["mean"] for k, v in res.summary.items() if "dice" in k}
-                ),
-            }
-        )
+        self.set_tags(retrain_tags(res, info.model_uri))
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
@@ -289,7 +288,7 @@ class ProtocolTracker(_RunLogger):
     def log_aggregate(self, cfg: Config, genotype) -> None:
         if not self.run_id:
             return
-        from .results import aggregate_path
+        from voxnas.trainables.records import aggregate_path
 
         self.client.log_artifact(self.run_id, str(aggregate_path(cfg)), "aggregate")
         self.log_text(genotype.code() + "\n", "aggregate/genotype_code.txt")
@@ -298,7 +297,7 @@ class ProtocolTracker(_RunLogger):
     def log_results(self, cfg: Config, text: str, summary: dict[str, Any]) -> None:
         if not self.run_id:
             return
-        from . import plots
+        from voxnas.evaluation import plots
 
         out = cfg.run_dir / "results"
         self.log_text(text, "results/summary.md")
@@ -306,56 +305,33 @@ class ProtocolTracker(_RunLogger):
             self.client.log_artifact(self.run_id, str(out / name), "results")
         rows = json.loads((out / "per_case.json").read_text())
         self.log_png(plots.dice_box_plot(rows), "results/dice_boxplot.png")
-        metrics = {
-            f"{arch}/{col}/{stat}": v[stat]
-            for arch, s in summary.items()
-            if "overall" in s
-            for col, v in s["overall"].items()
-            for stat in ("mean", "std", "median")
-        }
-        search = summary.get("search") or {}
-        for key in ("alpha_entropy", "alpha_top_mean"):
-            if search.get(key):
-                metrics[f"search/{key}_mean_over_folds"] = sum(search[key]) / len(search[key])
-        if "share_cells_p2d_below_third" in search:
-            metrics["search/share_cells_p2d_below_third"] = search["share_cells_p2d_below_third"]
+        metrics = result_metrics(summary)
         _log_metrics(self.client, self.run_id, metrics, 0)
 
-    def register_best(self, cfg: Config) -> str | None:
-        """Register one fold model of the searched architecture; returns its URI.
-
-        The fold is chosen on *validation* DSC (the fold search's validation cases, disjoint
-        from that fold's test cases), never on test DSC, which would leak the test folds."""
+    def register(self, cfg: Config) -> str | None:
+        """Register the deployable model (``tracking_policy.choose_registration``)."""
         if not self.run_id:
             return None
-        from .results import load_search_result
+        from voxnas.trainables.records import load_search_results
 
         exp = self.client.get_run(self.run_id).info.experiment_id
         runs = self.client.search_runs(
-            [exp],
-            f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`voxnas.arch` = 'searched'",
+            [exp], f"tags.`mlflow.parentRunId` = '{self.run_id}'", max_results=1000
         )
-        best, score = None, -1.0
-        for r in runs:
-            fold = r.data.tags.get("voxnas.fold", "")
-            found = load_search_result(cfg, int(fold)) if fold.isdigit() else None
-            s = float((found or {}).get("val_dice", 0.0))
-            if "voxnas.model_uri" in r.data.tags and s > score:
-                best, score = r, s
-        if best is None:
+        results = load_search_results(cfg) or {}
+        val = {k: float(r.get("val_dice", 0.0)) for k, r in results.items() if k is not None}
+        chosen = choose_registration([r.data.tags for r in runs], val)
+        if chosen is None:
             return None
+        tags, why = chosen
         name = cfg.tracking.registered_model or cfg.name
         with using_tracking_uri(tracking_uri(cfg)):
-            version = mlflow.register_model(best.data.tags["voxnas.model_uri"], name)
+            version = mlflow.register_model(tags["voxnas.model_uri"], name)
         uri = f"models:/{name}/{version.version}"
         self.set_tags({"voxnas.registered_model": uri})
-        self.client.set_model_version_tag(
-            name, version.version, "voxnas.fold", best.data.tags.get("voxnas.fold", "")
-        )
-        print(
-            f"MLflow: registered {uri} (fold {best.data.tags.get('voxnas.fold')}, "
-            f"chosen on search validation DSC {score:.4f})"
-        )
+        for key in ("voxnas.fold", "voxnas.stage"):
+            self.client.set_model_version_tag(name, version.version, key, tags.get(key, ""))
+        print(f"MLflow: registered {uri} ({why})")
         return uri
 
 

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .genotypes import NAS3DGenotype, cell_edges, softmax
-from .layers import Conv3d, group_norm
-from .mixed import MixedOp, SearchableNet
-from .ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
+from voxnas.search_spaces.genotypes import NAS3DGenotype, cell_edges, softmax
+from voxnas.search_spaces.layers import Conv3d, group_norm
+from voxnas.search_spaces.mixed import MixedOp, SearchableNet
+from voxnas.search_spaces.ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
+from voxnas.shape_rules import check_patch
 
 __all__ = ["NAS3DUNet"]
 
@@ -168,12 +169,7 @@ class NAS3DUNet(SearchableNet):
         return out
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
-        m = 2 ** (self.depth + 1)
-        if any(s % m for s in shape[-3:]):
-            raise ValueError(
-                f"NAS-3D-U-Net input {tuple(shape[-3:])}: every size must be a "
-                f"multiple of {m} (depth {self.depth} + stem halvings)"
-            )
+        check_patch("nas3dunet", shape, self.depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_shape(x.shape)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .layers import Conv3d, ConvTranspose3d, conv_bn_relu, group_norm
+from voxnas.search_spaces.layers import Conv3d, ConvTranspose3d, conv_bn_relu, group_norm
 
 __all__ = [
     "NAS3D_DOWN_OPS",

@@ -15,15 +15,15 @@ from typing import Any
 
 from torch import nn
 
-from .genotypes import (
+from voxnas.search_spaces.genotypes import (
     N_DECODER,
     N_ENCODER,
     NAS3DGenotype,
     VNASGenotype,
     genotype_from_json,
 )
-from .nas3dunet import NAS3DUNet
-from .vnas import VNAS
+from voxnas.search_spaces.nas3dunet import NAS3DUNet
+from voxnas.search_spaces.vnas import VNAS
 
 __all__ = ["PUBLISHED", "Architecture", "create_model", "list_models", "resolve_architecture"]
 
@@ -89,20 +89,29 @@ def resolve_architecture(spec: str | VNASGenotype | NAS3DGenotype) -> Architectu
     )
 
 
+_KWARGS = {
+    "vnas": ("width", "psp", "dense_layers"),
+    "nas3dunet": ("init_kernels", "depth", "nodes", "channel_change"),
+}
+
+
 def create_model(
     spec: str | VNASGenotype | NAS3DGenotype | Architecture,
     in_channels: int,
     out_channels: int,
-    width: float = 1.0,
     **kw: Any,
 ) -> nn.Module:
-    """Build a supernet or fixed network. ``kw``: V-NAS ``psp``; NAS-3D-U-Net
-    ``init_kernels``, ``depth``, ``nodes``, ``channel_change``."""
+    """Build a supernet or fixed network. ``kw``: V-NAS ``width``, ``psp``, ``dense_layers``;
+    NAS-3D-U-Net ``init_kernels``, ``depth``, ``nodes``, ``channel_change``. Any other keyword
+    (a typo, or ``width`` for NAS-3D-U-Net) is a TypeError, never silently ignored."""
     arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
-    if arch.space == "vnas":
-        allowed = {k: kw[k] for k in ("psp", "dense_layers") if k in kw}
-        mode = arch.mode if arch.genotype is None else "search"
-        return VNAS(in_channels, out_channels, width, arch.genotype, mode, **allowed)
-    allowed = {k: kw[k] for k in ("init_kernels", "depth", "nodes", "channel_change") if k in kw}
+    unknown = sorted(set(kw) - set(_KWARGS[arch.space]))
+    if unknown:
+        raise TypeError(
+            f"create_model({arch.name!r}): unknown option(s) {unknown} for the {arch.space} "
+            f"space (accepted: {', '.join(_KWARGS[arch.space])})"
+        )
     mode = arch.mode if arch.genotype is None else "search"
-    return NAS3DUNet(in_channels, out_channels, genotype=arch.genotype, mode=mode, **allowed)
+    if arch.space == "vnas":
+        return VNAS(in_channels, out_channels, genotype=arch.genotype, mode=mode, **kw)
+    return NAS3DUNet(in_channels, out_channels, genotype=arch.genotype, mode=mode, **kw)

@@ -17,10 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .genotypes import ENCODER_LAYOUT, N_DECODER, N_ENCODER, VNASGenotype, softmax
-from .layers import BatchNorm3d, Conv3d, conv_bn_relu, upsample
-from .mixed import MixedOp, SearchableNet
-from .ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS, short_name
+from voxnas.search_spaces.genotypes import (
+    ENCODER_LAYOUT,
+    N_DECODER,
+    N_ENCODER,
+    VNASGenotype,
+    softmax,
+)
+from voxnas.search_spaces.layers import BatchNorm3d, Conv3d, conv_bn_relu, upsample
+from voxnas.search_spaces.mixed import MixedOp, SearchableNet
+from voxnas.search_spaces.ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS, short_name
+from voxnas.shape_rules import check_patch
 
 __all__ = ["VNAS"]
 
@@ -170,13 +177,7 @@ class VNAS(SearchableNet):
 
     @staticmethod
     def check_shape(shape: tuple[int, ...]) -> None:
-        x, y, z = shape[-3:]
-        if x % 32 or y % 32 or z % 16:
-            raise ValueError(
-                f"V-NAS input {tuple(shape[-3:])}: X and Y must be multiples of 32 "
-                "and Z a multiple of 16 (five in-plane and four through-plane "
-                "halvings)"
-            )
+        check_patch("vnas", shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_shape(x.shape)

@@ -1,5 +1,7 @@
 """``run_retrain_fold``: train a fixed architecture from scratch on a fold's train+val cases,
-then evaluate it on the fold's test cases on whole volumes (seed 000 section 3.1)."""
+then evaluate it on the fold's test cases on whole volumes (seed 000 section 3.1). With
+``fold=None`` it is the *final* stage: every training case, no test cases (seed 002 retrains
+the chosen architecture on the whole training set; nnU-Net users expect this model)."""
 
 from __future__ import annotations
 
@@ -9,48 +11,43 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..platform.bundle import ModelMeta, save_bundle, segment
-from ..platform.config import Config
-from ..platform.data.nifti import save_volume
-from ..platform.data.prepare import PreparedData, prepare_data
-from ..platform.data.preprocess import invert_geometry
-from ..platform.device import autocast, pick_device
-from ..platform.inference import masks_by_name
-from ..platform.losses import make_loss
-from ..platform.metrics import case_metrics, summarize, write_table
-from ..platform.model_factory import build_model, model_kwargs, out_channels_for
-from ..platform.results import retrain_dir
-from ..search_spaces.layers import recalibrate_batchnorm
-from ..search_spaces.registry import Architecture, resolve_architecture
-from .common import (
+from voxnas.config import Config
+from voxnas.data.nifti import save_volume
+from voxnas.data.prepare import FoldData
+from voxnas.data.preprocess import invert_geometry
+from voxnas.evaluation.inference import masks_by_name, segment
+from voxnas.evaluation.metrics import case_metrics, summarize, write_table
+from voxnas.search_spaces.layers import recalibrate_batchnorm
+from voxnas.search_spaces.registry import Architecture, resolve_architecture
+from voxnas.trainables.bundle import ModelMeta, save_bundle
+from voxnas.trainables.checkpoint import Checkpoint
+from voxnas.trainables.engine import (
+    Epoch,
+    FoldContext,
     Reporter,
     Tracker,
-    batch_to_device,
-    load_cases,
-    load_checkpoint,
-    make_sampler,
+    check_finite,
     make_weight_optimizer,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
+    open_fold,
+    run_epochs,
+    train_step,
 )
-from .search import check_finite
+from voxnas.trainables.models import model_kwargs
 
 __all__ = ["RetrainResult", "evaluate_cases", "run_retrain_fold"]
 
 
 @dataclass
 class RetrainResult:
-    fold: int
+    fold: int | None  # None: the final model (every training case)
     arch: str
     rows: list[dict[str, Any]]
     summary: dict[str, dict[str, float]]
     model_path: Path
     out_dir: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed: bool = False
 
 
 def evaluate_cases(
@@ -59,14 +56,15 @@ def evaluate_cases(
     cases,
     spacing_of,
     device,
-    fold: int,
+    fold: int | None,
     arch: str,
     pred_dir: Path | None = None,
     percentile: float = 95.0,
     log: Callable[[str], None] = print,
     on_case: Callable[..., None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Whole-volume prediction and per-case metrics (on the preprocessed grid, in mm)."""
+    """Whole-volume prediction and per-case metrics (on the preprocessed grid, in mm);
+    ``model`` may be a list (fold ensemble)."""
     rows = []
     for case in cases:
         pred = segment(model, meta, np.asarray(case.image), device)
@@ -87,175 +85,163 @@ def evaluate_cases(
                 np.asarray(case.geometry.source_affine),
             )
         dice = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in m.items() if k.startswith("dice"))
-        log(f"  fold {fold} {arch} {case.case_id}: DSC {dice}")
+        log(f"  {'final' if fold is None else f'fold {fold}'} {arch} {case.case_id}: DSC {dice}")
     return rows
 
 
-def run_retrain_fold(
-    cfg: Config,
-    fold: int,
-    arch: str | Architecture,
-    reporter: Reporter | None = None,
-    tracker: Tracker | None = None,
-    prepared: PreparedData | None = None,
-    out_dir: Path | None = None,
-    resume: bool = True,
-    log: Callable[[str], None] = print,
-) -> RetrainResult:
-    """Retrain ``arch`` (genotype object, name, code or JSON file; ``mix`` = frozen equal
-    alphas) on fold ``fold``'s train+val and evaluate on its test cases."""
-    prep = prepared or prepare_data(cfg, log)
-    split = prep.fold(fold)
-    arch = arch if isinstance(arch, Architecture) else resolve_architecture(arch)
-    out_dir = Path(out_dir or retrain_dir(cfg, arch.name, fold))
-    device = pick_device(cfg.device)
-    seed = cfg.seed * 1000 + 500 + fold
-    seed_everything(seed)
-    label_values = prep.cache.label_values
-    in_ch, out_ch = len(prep.dataset.modalities), out_channels_for(cfg, len(label_values))
-    model = build_model(cfg, arch, in_ch, out_ch).to(device)
-    r = cfg.retrain
-    opt, it_sched, ep_sched = make_weight_optimizer(
-        [p for p in model.parameters() if p.requires_grad],
-        r.optim,
-        r.epochs * r.iterations_per_epoch,
-    )
-    sampler = make_sampler(cfg, load_cases(prep, split.trainval), cfg.patch.train, seed)
-    loss_fn = make_loss(cfg.loss.name, cfg.loss.dice_eps)
-    history: list[dict[str, Any]] = []
-    start = 0
-    ckpt_dir = out_dir / "checkpoint"
-    state = load_checkpoint(ckpt_dir) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        for sched, key in ((it_sched, "it_sched"), (ep_sched, "ep_sched")):
-            if sched is not None:
-                sched.load_state_dict(state[key])
-        set_rng_state(state["rng"])
-        sampler.set_state(state["sampler"])
-        history, start = state["history"], state["epoch"] + 1
-        log(f"fold {fold} {arch.name}: resumed retraining after epoch {state['epoch']}")
-        if tracker is not None:
-            tracker.set_tags({"voxnas.resumed": f"after epoch {state['epoch']}"})
-    for epoch in range(start, r.epochs):
-        model.train()
-        losses = []
-        for _ in range(r.iterations_per_epoch):
-            x, y = batch_to_device(sampler.batch(cfg.patch.batch_size), cfg, label_values, device)
-            opt.zero_grad(set_to_none=True)
-            with autocast(device):
-                loss = loss_fn(model(x), y)
-            loss.backward()
-            if r.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), r.optim.grad_clip)
-            opt.step()
-            if it_sched is not None:
-                it_sched.step()
-            losses.append(float(loss.detach()))
-        train_loss = check_finite(
-            float(np.mean(losses)), f"retrain {arch.name} fold {fold} epoch {epoch}"
-        )
-        if ep_sched is not None:
-            ep_sched.step(train_loss)
-        metrics = {
-            "epoch": epoch,
-            "fold": fold,
-            "train_loss": train_loss,
-            "lr_weights": opt.param_groups[0]["lr"],
-        }
-        history.append(metrics)
-        save_checkpoint(
-            ckpt_dir,
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "it_sched": it_sched.state_dict() if it_sched else None,
-                "ep_sched": ep_sched.state_dict() if ep_sched else None,
-                "rng": rng_state(),
-                "sampler": sampler.state(),
-                "history": history,
-                "epoch": epoch,
-            },
-        )
-        if tracker is not None:
-            tracker.log_metrics(
-                {"train_loss": train_loss, "lr_weights": metrics["lr_weights"]}, step=epoch
-            )
-        if reporter is not None:
-            reporter.report({**metrics, "final": False}, ckpt_dir)
-        log(f"fold {fold} {arch.name} epoch {epoch + 1}/{r.epochs}: loss {train_loss:.4f}")
-    if r.bn_recalibration:  # every time, also after a resume: checkpoints hold the EMA stats
-        calib = make_sampler(cfg, load_cases(prep, split.trainval), cfg.patch.train, seed + 1)
-        recalibrate_batchnorm(
-            model,
-            (
-                batch_to_device(calib.batch(cfg.patch.batch_size), cfg, label_values, device)[0]
-                for _ in range(r.bn_recalibration)
-            ),
-        )
-    p = cfg.patch
-    meta = ModelMeta(
+def model_meta(ctx: FoldContext, arch: Architecture) -> ModelMeta:
+    """What a bundle needs to rebuild the network and run it like training did."""
+    cfg, p = ctx.cfg, ctx.cfg.patch
+    return ModelMeta(
         arch=arch.name,
         space=arch.space,
         mode=arch.mode,
         genotype=arch.genotype.to_dict() if arch.genotype is not None else None,
-        in_channels=in_ch,
-        out_channels=out_ch,
+        in_channels=ctx.in_channels,
+        out_channels=ctx.out_channels,
         model_kwargs=model_kwargs(cfg),
-        preprocessing=prep.cache.settings.to_dict(),
+        preprocessing=ctx.data.cache.settings.to_dict(),
         patch=list(p.test),
         tiling=p.tiling,
         overlap=p.overlap,
         blend=p.blend,
         target=cfg.data.target,
-        label_values=label_values,
-        label_names=dict(prep.dataset.labels),
-        modalities=list(prep.dataset.modalities),
-        extra={"fold": fold, "config": cfg.name},
+        label_values=ctx.label_values,
+        label_names=ctx.data.label_names,
+        modalities=list(ctx.data.modalities),
+        extra={"fold": ctx.fold, "config": cfg.name, "stage": ctx.stage},
         bn_stats=cfg.eval.bn_stats,
     )
-    model_path = save_bundle(out_dir / "model.pt", model, meta)
-    on_case = None
-    if tracker is not None and hasattr(tracker, "log_png"):
-        from ..platform.plots import overlay
 
-        shown: list[str] = []
 
-        def on_case(case, pred, gt):
-            if len(shown) < cfg.eval.overlays:
-                shown.append(case.case_id)
-                tracker.log_png(
-                    overlay(np.asarray(case.image[0]), gt, pred, case.case_id),
-                    f"overlays/{case.case_id}.png",
-                )
-
-    rows = evaluate_cases(
-        model,
-        meta,
-        load_cases(prep, split.test),
-        lambda c: c.geometry.spacing,
-        device,
-        fold,
-        arch.name,
-        out_dir / "predictions",
-        cfg.eval.hd_percentile,
-        log,
-        on_case,
-    )
-    write_table(rows, out_dir / "metrics.csv")
-    summary = summarize(rows)
-    if tracker is not None:
-        tracker.log_metrics(
-            {f"test/{k}/mean": v["mean"] for k, v in summary.items()}, step=r.epochs
+def run_retrain_fold(
+    cfg: Config,
+    fold: int | None,
+    arch: str | Architecture,
+    reporter: Reporter | None = None,
+    tracker: Tracker | None = None,
+    data: FoldData | None = None,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> RetrainResult:
+    """Retrain ``arch`` (genotype object, name, code or JSON file; ``mix`` = frozen equal
+    alphas) on fold ``fold``'s train+val and evaluate on its test cases; ``fold=None``: the
+    final model on every training case. ``resume`` continues from ``out_dir``'s checkpoint."""
+    ctx = open_fold(cfg, "retrain" if fold is not None else "final", fold, data, log)
+    arch = arch if isinstance(arch, Architecture) else resolve_architecture(arch)
+    if out_dir is None:
+        out_dir = (
+            cfg.layout.final(arch.name)
+            if fold is None
+            else cfg.layout.retrain_fold(arch.name, fold)
         )
+    out_dir = Path(out_dir)
+    model = ctx.model(arch)
+    r = cfg.retrain
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, it_sched, ep_sched = make_weight_optimizer(
+        params, r.optim, r.epochs * r.iterations_per_epoch
+    )
+    trainval = ctx.data.split.trainval
+    sampler = ctx.sampler(trainval, cfg.patch.train, "train")
+    loss_fn = ctx.loss()
+    what = f"{ctx.stage} {arch.name} {ctx.name}"
+
+    def one_epoch(epoch: int) -> Epoch:
+        model.train()
+        losses = []
+        for _ in range(r.iterations_per_epoch):
+            batch = ctx.batch(sampler)
+            losses.append(
+                train_step(model, opt, params, loss_fn, batch, ctx.device, r.optim.grad_clip)
+            )
+            if it_sched is not None:
+                it_sched.step()
+        train_loss = check_finite(float(np.mean(losses)), f"{what} epoch {epoch}")
+        if ep_sched is not None:
+            ep_sched.step(train_loss)
+        metrics = {
+            "epoch": epoch,
+            "fold": ctx.fold,
+            "train_loss": train_loss,
+            "lr_weights": opt.param_groups[0]["lr"],
+        }
+        return Epoch(metrics, line=f"loss {train_loss:.4f}")
+
+    ckpt = Checkpoint(
+        out_dir / "checkpoint",
+        model=model,
+        opt=opt,
+        it_sched=it_sched,
+        ep_sched=ep_sched,
+        sampler=sampler,
+    )
+    loop = run_epochs(
+        ckpt,
+        r.epochs,
+        one_epoch,
+        what=what,
+        resume=resume,
+        reporter=reporter,
+        tracker=tracker,
+        log=log,
+    )
+    if r.bn_recalibration:  # every time, also after a resume: checkpoints hold the EMA stats
+        calib = ctx.sampler(trainval, cfg.patch.train, "calibration")
+        recalibrate_batchnorm(model, (ctx.batch(calib)[0] for _ in range(r.bn_recalibration)))
+    meta = model_meta(ctx, arch)
+    model_path = save_bundle(out_dir / "model.pt", model, meta)
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, float]] = {}
+    if ctx.data.split.test:
+        rows = evaluate_cases(
+            model,
+            meta,
+            ctx.data.load(ctx.data.split.test),
+            lambda c: c.geometry.spacing,
+            ctx.device,
+            ctx.fold,
+            arch.name,
+            out_dir / "predictions",
+            cfg.eval.hd_percentile,
+            log,
+            _overlay_logger(cfg, tracker),
+        )
+        write_table(rows, out_dir / "metrics.csv")
+        summary = summarize(rows)
+        if tracker is not None:
+            tracker.log_metrics(
+                {f"test/{k}/mean": v["mean"] for k, v in summary.items()}, step=r.epochs
+            )
     if reporter is not None:
         reporter.report(
             {
-                **(history[-1] if history else {}),
+                **(loop.history[-1] if loop.history else {}),
                 "final": True,
                 **{f"test/{k}": v["mean"] for k, v in summary.items()},
             },
-            ckpt_dir,
+            ckpt.folder,
         )
-    return RetrainResult(fold, arch.name, rows, summary, model_path, out_dir, history)
+    return RetrainResult(
+        ctx.fold, arch.name, rows, summary, model_path, out_dir, loop.history, loop.start > 0
+    )
+
+
+def _overlay_logger(cfg: Config, tracker: Tracker | None):
+    """A per-case hook logging the first ``eval.overlays`` cases' overlay PNGs, or None."""
+    if tracker is None or not hasattr(tracker, "log_png"):
+        return None
+    from voxnas.evaluation.plots import overlay
+
+    shown: list[str] = []
+
+    def on_case(case, pred, gt):
+        if len(shown) < cfg.eval.overlays:
+            shown.append(case.case_id)
+            tracker.log_png(
+                overlay(np.asarray(case.image[0]), gt, pred, case.case_id),
+                f"overlays/{case.case_id}.png",
+            )
+
+    return on_case

@@ -7,7 +7,7 @@ steps after ``warmup_epochs``; NAS-3D-U-Net (``arch_first``) does the architectu
 of every epoch and the search stops when one structure has been seen NC times; otherwise (or
 when NE epochs pass) the final (V-NAS) or most common (NAS-3D-U-Net) genotype is returned.
 
-Everything needed to resume bit-for-bit is checkpointed after every epoch.
+Everything needed to resume bit-for-bit is checkpointed after every epoch (fold engine).
 """
 
 from __future__ import annotations
@@ -22,29 +22,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..platform.config import Config
-from ..platform.data.prepare import PreparedData, prepare_data
-from ..platform.device import autocast, pick_device
-from ..platform.losses import make_loss
-from ..platform.model_factory import build_model, out_channels_for, supernet_name
-from ..search_spaces.genotypes import derive_genotype, genotype_from_json, softmax
-from .common import (
+from voxnas.config import Config
+from voxnas.data.prepare import FoldData
+from voxnas.device import autocast
+from voxnas.search_spaces.genotypes import derive_genotype, genotype_from_json, softmax
+from voxnas.trainables.checkpoint import Checkpoint
+from voxnas.trainables.engine import (
+    Epoch,
+    NonFiniteLossError,
     Reporter,
     Tracker,
-    batch_to_device,
-    load_cases,
-    load_checkpoint,
-    make_sampler,
+    check_finite,
     make_weight_optimizer,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
+    open_fold,
+    run_epochs,
+    train_step,
 )
+from voxnas.trainables.models import supernet_name
 
 __all__ = [
     "NonFiniteLossError",
     "SearchResult",
+    "StructureCounter",
     "alpha_entropy",
     "alpha_summary",
     "bilevel_step",
@@ -54,40 +53,15 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite: the trial ends here instead of deriving a genotype."""
-
-
-def check_finite(value: float, what: str) -> float:
-    """``value`` if finite, else :class:`NonFiniteLossError` naming ``what`` (fold, epoch)."""
-    if not np.isfinite(value):
-        raise NonFiniteLossError(
-            f"{what}: loss is {value}; training diverged (lower the learning rate, set "
-            "grad_clip, or check the data)"
-        )
-    return value
-
-
 @dataclass
 class SearchResult:
-    fold: int
+    fold: int | None  # None: the single search over every case
     genotype: Any
     alphas: dict[str, list]
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0
     stopped_by_count: bool = False
     complete: bool = True
-
-
-def _step(model, opt, params, loss_fn, x, y, device, clip: float | None) -> float:
-    opt.zero_grad(set_to_none=True)
-    with autocast(device):
-        loss = loss_fn(model(x), y)
-    loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
-    return float(loss.detach())
 
 
 def make_arch_optimizer(params, opt) -> torch.optim.Optimizer:
@@ -117,12 +91,12 @@ def bilevel_step(
     arch_loss = None
 
     def arch():
-        return _step(model, a_opt, model.arch_parameters(), loss_fn, *val_batch, device, None)
+        return train_step(model, a_opt, model.arch_parameters(), loss_fn, val_batch, device)
 
     if update_arch and arch_first:
         arch_loss = arch()
-    w_loss = _step(
-        model, w_opt, model.weight_parameters(), loss_fn, *train_batch, device, grad_clip
+    w_loss = train_step(
+        model, w_opt, list(model.weight_parameters()), loss_fn, train_batch, device, grad_clip
     )
     if update_arch and not arch_first:
         arch_loss = arch()
@@ -163,93 +137,97 @@ def alpha_summary(alphas: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+class StructureCounter:
+    """Seed 002 Table 2: how often each derived cell structure was seen (NC stop rule)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.last_seen: dict[str, int] = {}
+
+    def observe(self, genotype, epoch: int) -> int:
+        key = json.dumps(genotype.to_dict(), sort_keys=True)
+        self.counts[key] += 1
+        self.last_seen[key] = epoch
+        return self.counts[key]
+
+    def most_common(self):
+        """The most often seen structure (ties: the latest seen); None before any."""
+        if not self.counts:
+            return None
+        best = max(self.counts, key=lambda k: (self.counts[k], self.last_seen[k]))
+        return genotype_from_json(best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "last_seen": dict(self.last_seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts, self.last_seen = Counter(state["counts"]), dict(state["last_seen"])
+
+
 def run_search_fold(
     cfg: Config,
-    fold: int,
+    fold: int | None,
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
-    prepared: PreparedData | None = None,
+    data: FoldData | None = None,
     checkpoint_dir: Path | None = None,
-    resume: bool = True,
+    resume: bool = False,
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
 ) -> SearchResult:
-    """Search fold ``fold``. ``stop_after_epochs`` ends this call early (state checkpointed),
-    as an interruption would; calling again with ``resume`` continues from the checkpoint."""
-    prep = prepared or prepare_data(cfg, log)
-    split = prep.fold(fold)
-    device = pick_device(cfg.device)
-    s = cfg.search
-    seed = cfg.seed * 1000 + fold
-    seed_everything(seed)
-    label_values = prep.cache.label_values
-    in_ch = len(prep.dataset.modalities)
-    model = build_model(
-        cfg, supernet_name(cfg), in_ch, out_channels_for(cfg, len(label_values))
-    ).to(device)
-    total = s.epochs * s.iterations_per_epoch
+    """Search fold ``fold`` (None: one search over every case, ``search.folds: one``).
+    ``stop_after_epochs`` ends this call early (state checkpointed), as an interruption
+    would; calling again with ``resume=True`` continues from the checkpoint."""
+    ctx = open_fold(cfg, "search", fold, data, log)
+    split, s = ctx.data.split, cfg.search
+    model = ctx.model(supernet_name(cfg))
     w_opt, it_sched, ep_sched = make_weight_optimizer(
-        model.weight_parameters(), s.weight_optim, total
+        model.weight_parameters(), s.weight_optim, s.epochs * s.iterations_per_epoch
     )
     a_opt = make_arch_optimizer(model.arch_parameters(), s.arch_optim)
-    train = make_sampler(cfg, load_cases(prep, split.train), cfg.patch.search, seed)
-    val = make_sampler(cfg, load_cases(prep, split.val), cfg.patch.search, seed + 7919)
+    train = ctx.sampler(split.train, cfg.patch.search, "train")
+    val = ctx.sampler(split.val, cfg.patch.search, "val")
     fixed_val = [val.batch(cfg.patch.batch_size) for _ in range(s.val_batches)]
-    loss_fn = make_loss(cfg.loss.name, cfg.loss.dice_eps)
-    counter: Counter[str] = Counter()
-    last_seen: dict[str, int] = {}
-    history: list[dict[str, Any]] = []
-    start = 0
-    checkpoint_dir = Path(checkpoint_dir or cfg.run_dir / "search" / f"fold{fold}" / "checkpoint")
-    state = load_checkpoint(checkpoint_dir) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
-        for sched, key in ((it_sched, "it_sched"), (ep_sched, "ep_sched")):
-            if sched is not None:
-                sched.load_state_dict(state[key])
-        set_rng_state(state["rng"])
-        train.set_state(state["train_sampler"])
-        val.set_state(state["val_sampler"])
-        counter, history, start = Counter(state["counter"]), state["history"], state["epoch"] + 1
-        last_seen = state["last_seen"]
-        log(f"fold {fold}: resumed search after epoch {state['epoch']}")
-        if tracker is not None:
-            tracker.set_tags({"voxnas.resumed": f"after epoch {state['epoch']}"})
-    stopped = False
-    epoch = start - 1
-    for epoch in range(start, s.epochs):
+    loss_fn = ctx.loss()
+    counter = StructureCounter()
+    folder = checkpoint_dir or cfg.layout.search_checkpoint(fold)
+    ckpt = Checkpoint(
+        folder,
+        model=model,
+        w_opt=w_opt,
+        a_opt=a_opt,
+        it_sched=it_sched,
+        ep_sched=ep_sched,
+        train_sampler=train,
+        val_sampler=val,
+        counter=counter,
+    )
+    where = f"search {ctx.name}"
+
+    def one_epoch(epoch: int) -> Epoch | None:
         # seed 002 Table 2: count the structure before the epoch's updates. Warm-up epochs
         # (our extension) leave the alphas untouched, so counting them would be a vote for
         # the initial structure: counting starts with the first epoch that updates alphas.
         if s.stop_count and epoch >= s.warmup_epochs:
-            key = json.dumps(
-                derive_genotype(cfg.model.space, model.alphas()).to_dict(), sort_keys=True
-            )
-            counter[key] += 1
-            last_seen[key] = epoch
-            if counter[key] >= s.stop_count:
-                stopped = True
-                log(f"fold {fold}: structure seen {s.stop_count} times, stopping at epoch {epoch}")
-                break
+            seen = counter.observe(derive_genotype(cfg.model.space, model.alphas()), epoch)
+            if seen >= s.stop_count:
+                log(f"{where}: structure seen {s.stop_count} times, stopping at epoch {epoch}")
+                return None
         model.train()
         update_arch = epoch >= s.warmup_epochs and model.mode == "search"
         w_losses, a_losses = [], []
         for _ in range(s.iterations_per_epoch):
-            tb = batch_to_device(train.batch(cfg.patch.batch_size), cfg, label_values, device)
-            vb = batch_to_device(val.batch(cfg.patch.batch_size), cfg, label_values, device)
             wl, al = bilevel_step(
                 model,
                 w_opt,
                 a_opt,
                 loss_fn,
-                tb,
-                vb,
+                ctx.batch(train),
+                ctx.batch(val),
                 update_arch,
                 s.arch_first,
                 s.weight_optim.grad_clip,
-                device,
+                ctx.device,
             )
             w_losses.append(wl)
             if al is not None:
@@ -260,20 +238,19 @@ def run_search_fold(
         # BatchNorm running statistics mix candidate paths whose activations keep changing
         # and, after a few iterations, give validation losses in the thousands.
         model.train(model.mode == "search")
-        with torch.no_grad(), autocast(device):
-            vals = [batch_to_device(b, cfg, label_values, device) for b in fixed_val]
-            outs = [(model(x).float(), y) for x, y in vals]
+        with torch.no_grad(), autocast(ctx.device):
+            outs = [(model(x).float(), y) for x, y in map(ctx.to_device, fixed_val)]
             val_loss = float(np.mean([float(loss_fn(o, y)) for o, y in outs]))
             val_dice = float(np.mean([patch_dice(o, y, cfg.data.target) for o, y in outs]))
         if ep_sched is not None:
             ep_sched.step(val_loss)
         genotype = derive_genotype(cfg.model.space, model.alphas())
-        where = f"search fold {fold} epoch {epoch}"
+        at = f"{where} epoch {epoch}"
         metrics = {
             "epoch": epoch,
             "fold": fold,
-            "train_loss": check_finite(float(np.mean(w_losses)), f"{where} train"),
-            "val_loss": check_finite(val_loss, f"{where} val"),
+            "train_loss": check_finite(float(np.mean(w_losses)), f"{at} train"),
+            "val_loss": check_finite(val_loss, f"{at} val"),
             "val_dice": val_dice,
             "lr_weights": w_opt.param_groups[0]["lr"],
             "lr_alphas": a_opt.param_groups[0]["lr"],
@@ -281,55 +258,38 @@ def run_search_fold(
             "genotype": genotype.code(),
         }
         if a_losses:  # nothing during warm-up (no NaN placeholders)
-            metrics["arch_loss"] = check_finite(float(np.mean(a_losses)), f"{where} arch")
-        history.append(metrics)
-        save_checkpoint(
-            checkpoint_dir,
-            {
-                "model": model.state_dict(),
-                "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict(),
-                "it_sched": it_sched.state_dict() if it_sched else None,
-                "ep_sched": ep_sched.state_dict() if ep_sched else None,
-                "rng": rng_state(),
-                "train_sampler": train.state(),
-                "val_sampler": val.state(),
-                "counter": dict(counter),
-                "last_seen": last_seen,
-                "history": history,
-                "epoch": epoch,
-            },
-        )
+            metrics["arch_loss"] = check_finite(float(np.mean(a_losses)), f"{at} arch")
         if tracker is not None:
-            scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
-            tracker.log_metrics(
-                {**scalars, **alpha_summary(model.alphas()), **model.alpha_probs()}, step=epoch
-            )
             tracker.log_text(genotype_line(epoch, genotype), "genotypes.jsonl")
-        if reporter is not None:
-            reporter.report({**metrics, "final": False}, checkpoint_dir)
-        log(
-            f"fold {fold} epoch {epoch + 1}/{s.epochs}: train {metrics['train_loss']:.4f} "
-            f"arch {format(metrics['arch_loss'], '.4f') if a_losses else '-'} val {val_loss:.4f} "
-            f"dsc {val_dice:.3f} H(alpha) {metrics['alpha_entropy']:.3f} {genotype.code()}"
+        arch = format(metrics["arch_loss"], ".4f") if a_losses else "-"
+        return Epoch(
+            metrics,
+            {**alpha_summary(model.alphas()), **model.alpha_probs()},
+            f"train {metrics['train_loss']:.4f} arch {arch} val {val_loss:.4f} "
+            f"dsc {val_dice:.3f} H(alpha) {metrics['alpha_entropy']:.3f} {genotype.code()}",
         )
-        if (
-            stop_after_epochs is not None
-            and epoch + 1 - start >= stop_after_epochs
-            and epoch + 1 < s.epochs
-        ):
-            return SearchResult(
-                fold, genotype, _alpha_lists(model), history, epoch + 1, complete=False
-            )
-    if s.stop_count and counter:
-        # Table 2: the structure that reached NC, else the most common (ties: the latest seen)
-        best = max(counter, key=lambda k: (counter[k], last_seen[k]))
-        final = genotype_from_json(best)
-    else:
-        final = derive_genotype(cfg.model.space, model.alphas())
-    # stopped by the count at the start of epoch `epoch`, before training it
-    epochs_run = epoch if stopped else epoch + 1
-    return SearchResult(fold, final, _alpha_lists(model), history, epochs_run, stopped)
+
+    loop = run_epochs(
+        ckpt,
+        s.epochs,
+        one_epoch,
+        what=where,
+        resume=resume,
+        reporter=reporter,
+        tracker=tracker,
+        log=log,
+        stop_after=stop_after_epochs,
+    )
+    current = derive_genotype(cfg.model.space, model.alphas())
+    if loop.interrupted:
+        return SearchResult(
+            fold, current, _alpha_lists(model), loop.history, loop.next_epoch, complete=False
+        )
+    # Table 2: the structure that reached NC, else the most common; V-NAS: the final alphas
+    final = (counter.most_common() if s.stop_count else None) or current
+    return SearchResult(
+        fold, final, _alpha_lists(model), loop.history, loop.next_epoch, loop.stopped
+    )
 
 
 def genotype_line(epoch: int, genotype) -> str:

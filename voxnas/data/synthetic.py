@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .layouts import BRATS_MODALITIES
-from .nifti import save_volume
+from voxnas.data.layouts import BRATS_MODALITIES
+from voxnas.data.nifti import save_volume
 
 __all__ = ["PHANTOMS", "make_brats_case", "make_ct_case", "make_planted_case", "write_synthetic"]
 
@@ -221,7 +221,10 @@ def write_synthetic(
             save_volume(out / "labels" / name, label, aff)
             continue
         if i >= cases:
+            # held-out scans; their labels are kept aside in labelsTs/ (not part of the
+            # MSD dataset, which lists no test labels) to score deployable models
             save_volume(out / "imagesTs" / name, img, aff)
+            save_volume(out / "labelsTs" / name, label, aff)
             continue
         save_volume(out / "imagesTr" / name, img, aff)
         save_volume(out / "labelsTr" / name, label, aff)

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..search_spaces.genotypes import genotype_from_json
-from ..search_spaces.registry import Architecture, create_model, resolve_architecture
+from voxnas.search_spaces.genotypes import genotype_from_json
+from voxnas.search_spaces.registry import Architecture, create_model, resolve_architecture
 
-__all__ = ["ModelMeta", "build_from_meta", "load_bundle", "save_bundle", "segment"]
+__all__ = ["ModelMeta", "build_from_meta", "load_bundle", "save_bundle"]
 
 
 @dataclass
@@ -78,23 +78,3 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modu
     model = build_from_meta(meta)
     model.load_state_dict(data["state_dict"])
     return model.to(device).eval(), meta
-
-
-def segment(model: nn.Module, meta: ModelMeta, image, device: torch.device | None = None):
-    """Label volume (dataset's values) for a preprocessed ``(C, X, Y, Z)`` image, with the
-    model's own patch size, tiling and target kind."""
-    from .inference import labels_from_probs, predict_volume
-
-    probs = predict_volume(
-        model,
-        image,
-        tuple(meta.patch),
-        meta.target,
-        meta.tiling,
-        meta.overlap,
-        meta.blend,
-        device,
-        meta.out_channels,
-        bn_stats=meta.bn_stats,
-    )
-    return labels_from_probs(probs, meta.target, meta.label_values)

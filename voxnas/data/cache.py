@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .layouts import Dataset
-from .preprocess import Geometry, PreprocessSettings, load_case, preprocess_image
+from voxnas.data.integrity import DataIntegrityError, Problem, check_case, format_report
+from voxnas.data.layouts import Dataset
+from voxnas.data.nifti import shared_decodes
+from voxnas.data.preprocess import Geometry, PreprocessSettings, load_case, preprocess_image
 
 __all__ = ["CachedCase", "VolumeCache", "build_cache", "cache_key"]
 
@@ -113,8 +115,15 @@ def _build_into(
         "root": str(ds.root),
         "cases": {},
     }
+    problems: list[Problem] = []
     for i, case in enumerate(ds.cases):
-        image, label, geom = load_case(case, settings, label_values)
+        # the integrity check and the preprocessing share one decode of each file
+        with shared_decodes():
+            found = check_case(case, len(ds.modalities), set(label_values))
+            if found:
+                problems.extend(found)
+                continue
+            image, label, geom = load_case(case, settings, label_values)
         # raw non-zero moments per modality, so any fold's eq. 1 statistics come from its
         # training cases alone without decoding the NIfTI again
         moments = []
@@ -130,6 +139,9 @@ def _build_into(
         }
         if progress:
             progress(i + 1, len(ds.cases))
+    if problems:  # nothing is cached from a dataset that fails the check
+        raise DataIntegrityError(format_report(problems, ds.root))
+    index["checked"] = True
     (tmp / "index.json").write_text(json.dumps(index, indent=1))
 
 
@@ -139,7 +151,11 @@ def build_cache(
     cache_dir: Path,
     progress: Callable[[int, int], None] | None = None,
 ) -> VolumeCache:
-    """Return the cache for ``ds`` under ``cache_dir``, building it if missing or stale."""
+    """Return the cache for ``ds`` under ``cache_dir``, building it if missing or stale.
+
+    A build runs the integrity check on every case first (:class:`DataIntegrityError` with
+    the whole report if any case fails); an existing cache is keyed on the files' paths,
+    sizes and mtimes, so its data passed the check and is not decoded again."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(ds, settings)

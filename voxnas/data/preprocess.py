@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import zoom
 
-from .layouts import Case
-from .nifti import load_volume
+from voxnas.data.layouts import Case
+from voxnas.data.nifti import load_volume
 
 __all__ = [
     "Geometry",

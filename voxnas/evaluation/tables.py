@@ -1,4 +1,5 @@
-"""Stages that need no Ray: aggregate fold genotypes, build the paper-style results tables."""
+"""The paper-style results tables (DSC mean +- std, max, min, median per architecture and
+fold) and what the searches decided (alpha entropy, p(2D) per cell)."""
 
 from __future__ import annotations
 
@@ -8,48 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..search_spaces.genotypes import aggregate_genotypes, derive_genotype, softmax
-from .config import Config
-from .metrics import format_summary, summarize, write_table
-from .results import load_search_result, save_aggregate
+from voxnas.config import Config
+from voxnas.evaluation.metrics import format_summary, summarize, write_table
+from voxnas.search_spaces.genotypes import derive_genotype, softmax
 
-__all__ = [
-    "aggregate_stage",
-    "collect_retrain_rows",
-    "results_tables",
-    "search_summary",
-    "summarize_search",
-]
-
-
-def aggregate_stage(cfg: Config, log=print):
-    """Seed 000 section 3.1 (sum of softmax(alpha) over folds, argmax) for V-NAS; the most
-    common fold structure for NAS-3D-U-Net. Reads and writes the stage files."""
-    results = {k: load_search_result(cfg, k) for k in range(cfg.split.folds)}
-    missing = [k for k, r in results.items() if r is None]
-    if missing:
-        raise FileNotFoundError(
-            f"no search result for fold(s) {missing} under "
-            f"{cfg.run_dir / 'search'}: run `voxnas search` first"
-        )
-    genotype = aggregate_genotypes(
-        cfg.model.space,
-        [r["alphas"] for r in results.values()],
-        [r["genotype"] for r in results.values()],
-    )
-    path = save_aggregate(cfg, genotype, {k: r["genotype"] for k, r in results.items()})
-    for k, r in results.items():
-        log(f"  fold {k}: {r['genotype'].code()}")
-    log(f"aggregated genotype: {genotype.code()}\n  -> {path}")
-    return genotype
-
-
-def search_summary(cfg: Config) -> dict[str, Any] | None:
-    """:func:`summarize_search` of the fold results on disk; None before the search stage."""
-    results = [load_search_result(cfg, k) for k in range(cfg.split.folds)]
-    if any(r is None for r in results):
-        return None
-    return summarize_search(cfg.model.space, results)
+__all__ = ["results_tables", "summarize_search"]
 
 
 def summarize_search(space: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,20 +77,16 @@ def _search_lines(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect_retrain_rows(cfg: Config) -> list[dict[str, Any]]:
-    """Per-case rows of every retrained architecture and fold found on disk."""
-    rows = []
-    for path in sorted((cfg.run_dir / "retrain").glob("*/fold*/metrics.json")):
-        rows.extend(json.loads(path.read_text()))
-    return rows
-
-
 def results_tables(
-    cfg: Config, rows: list[dict[str, Any]], out: Path | None = None
+    cfg: Config,
+    rows: list[dict[str, Any]],
+    search_results: list[dict[str, Any]] | None = None,
+    out: Path | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Per architecture: overall summary over all test cases, and one per fold. Writes
-    ``per_case.csv``, ``summary.json`` and ``summary.md`` to ``<run>/results``."""
-    out = Path(out or cfg.run_dir / "results")
+    """Per architecture: overall summary over all test cases, and one per fold, plus the
+    "Search" section from ``search_results``. Writes ``per_case.csv``, ``summary.json`` and
+    ``summary.md`` to ``<run>/results``."""
+    out = Path(out or cfg.layout.results)
     out.mkdir(parents=True, exist_ok=True)
     write_table(rows, out / "per_case.csv")
     archs = list(dict.fromkeys(r["arch"] for r in rows))
@@ -155,7 +115,7 @@ def results_tables(
             parts.append(f"- fold {fold}: {dice}")
     text = "\n\n".join(["\n".join(overview)] + parts[1:])
     text = parts[0] + "\n\nMean DSC +- std over all test cases:\n\n" + text + "\n"
-    search = search_summary(cfg)
+    search = summarize_search(cfg.model.space, search_results) if search_results else None
     if search is not None:
         data["search"] = search
         text += "\n" + _search_lines(search)

@@ -8,12 +8,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .layouts import Case, Dataset, DatasetError, read_dataset
-from .nifti import NiftiError, load_header
+from voxnas.data.layouts import Case, Dataset, DatasetError, read_dataset
+from voxnas.data.nifti import NiftiError, decode
 
-__all__ = ["Problem", "check_case", "check_dataset", "check_folder", "format_report"]
+__all__ = [
+    "DataIntegrityError",
+    "Problem",
+    "check_case",
+    "check_dataset",
+    "check_folder",
+    "format_report",
+]
 
 AFFINE_TOL = 1e-3
+
+
+class DataIntegrityError(ValueError):
+    """The dataset failed the integrity check; the message is the full report."""
 
 
 @dataclass(frozen=True)
@@ -30,15 +41,10 @@ def _decode(path: Path, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray
         problems.append(Problem(path, "file missing"))
         return None
     try:
-        img = load_header(path)
-        data = np.asanyarray(img.dataobj)
+        return decode(path)
     except NiftiError as err:
         problems.append(Problem(path, str(err).split(": ", 1)[1]))
         return None
-    except Exception as err:  # truncated gzip stream, short voxel block
-        problems.append(Problem(path, f"truncated or corrupt voxel data ({type(err).__name__})"))
-        return None
-    return data, np.asarray(img.affine)
 
 
 def check_case(case: Case, n_modalities: int, labels: set[int]) -> list[Problem]:

@@ -6,9 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from ..search_spaces.cost import model_cost
-from ..search_spaces.registry import PUBLISHED, Architecture, create_model, resolve_architecture
-from .config import Config
+from voxnas.config import Config
+from voxnas.search_spaces.cost import model_cost
+from voxnas.search_spaces.registry import (
+    PUBLISHED,
+    Architecture,
+    create_model,
+    resolve_architecture,
+)
 
 __all__ = ["build_model", "cost_table", "model_kwargs", "out_channels_for", "supernet_name"]
 

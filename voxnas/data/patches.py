@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, rotate
 
-from .cache import CachedCase
+from voxnas.data.cache import CachedCase
 
 __all__ = ["AugParams", "PatchSampler", "apply_augmentation", "crop_patch", "sample_augmentation"]
 

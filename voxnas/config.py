@@ -8,10 +8,21 @@ Defaults are the papers' numbers (seed 000 = V-NAS, seed 002 = NAS-3D-U-Net).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from voxnas.run_layout import RunLayout
+from voxnas.shape_rules import check_patch
 
 __all__ = [
     "Config",
@@ -51,6 +62,8 @@ class SyntheticConfig(_Frozen):
     cases: int = Field(8, ge=2)
     shape: Size3 = (64, 64, 32)
     seed: int = 0
+    # held-out scans in imagesTs/ (MSD layout), labels kept aside in labelsTs/
+    test_cases: int = Field(1, ge=0, le=1000)
     # ct: organ + distractor (+ tumour); planted: the planted-architecture task (README)
     phantom: Literal["ct", "planted"] = "ct"
     tumour: bool = True
@@ -142,6 +155,9 @@ class SearchConfig(_Frozen):
     arch_first: bool = False
     stop_count: int | None = None
     val_batches: int = Field(2, ge=1)
+    # "each": one search per cross-validation fold (V-NAS), genotypes aggregated; "one": a
+    # single search over every training case split train:val (seed 002)
+    folds: Literal["each", "one"] = "each"
 
 
 class RetrainConfig(_Frozen):
@@ -153,6 +169,9 @@ class RetrainConfig(_Frozen):
     # patches whose average replaces BatchNorm's running statistics after training (0: off);
     # paper silent; see search_spaces.layers.recalibrate_batchnorm
     bn_recalibration: int = Field(200, ge=0)
+    # the final stage: the aggregated genotype trained on every training case (same epochs
+    # and optimiser), registered as the deployable model; the fold models stay the evidence
+    final: bool = True
 
 
 class LossConfig(_Frozen):
@@ -168,6 +187,54 @@ class EvalConfig(_Frozen):
     overlays: int = Field(3, ge=0)
 
 
+HpValue = Annotated[str, Field(max_length=200)] | int | float | bool
+
+
+class ChoiceSpec(_Frozen):
+    """``{type: choice, values: [...]}``: one of a list of plain values."""
+
+    type: Literal["choice"] = "choice"
+    values: list[HpValue] = Field(min_length=1, max_length=64)
+
+
+class RangeSpec(_Frozen):
+    """``{type: uniform|loguniform|randint, low, high}``."""
+
+    type: Literal["uniform", "loguniform", "randint"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _check_range(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        return self
+
+
+def _hp_kind(v: Any) -> str:
+    kind = v.get("type", "choice") if isinstance(v, dict) else getattr(v, "type", "choice")
+    return "choice" if kind == "choice" else "range"
+
+
+HpSpec = Annotated[
+    Annotated[ChoiceSpec, Tag("choice")] | Annotated[RangeSpec, Tag("range")],
+    Discriminator(_hp_kind),
+]
+
+
+def _config_key_exists(key: str) -> bool:
+    """Whether ``key`` (``search.weight_optim.lr``) names a setting of :class:`Config`."""
+    model: Any = Config
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        model = fields[part].annotation
+    return getattr(model, "model_fields", None) is None  # a leaf, not a whole section
+
+
 class RayConfig(_Frozen):
     address: str | None = None
     cpus_per_trial: float = Field(1.0, gt=0.0)
@@ -176,7 +243,10 @@ class RayConfig(_Frozen):
     max_failures: int = Field(2, ge=0)
     num_samples: int = Field(1, ge=1)
     local_cpus: int | None = None
-    hp_space: dict[str, dict[str, Any]] = {}
+    # the hyperparameters Optuna samples: config key -> spec (typed, at most 32 keys)
+    hp_space: dict[Annotated[str, Field(max_length=200)], HpSpec] = Field(
+        default_factory=dict, max_length=32
+    )
 
 
 class TrackingConfig(_Frozen):
@@ -206,11 +276,23 @@ class Config(_Frozen):
     def _check_consistency(self) -> Config:
         if self.data.target == "brats_regions" and self.loss.name == "ce":
             raise ValueError("loss.name: 'ce' needs single-label targets; BraTS regions use 'dice'")
+        for which in ("search", "train", "test"):
+            check_patch(
+                self.model.space, getattr(self.patch, which), self.model.depth, f"patch.{which}"
+            )
+        unknown = [k for k in self.ray.hp_space if not _config_key_exists(k)]
+        if unknown:
+            raise ValueError(f"ray.hp_space: {unknown} name no setting of the config")
         return self
 
     @property
     def run_dir(self) -> Path:
         return self.workdir / self.name
+
+    @property
+    def layout(self) -> RunLayout:
+        """Every path under the run folder (:mod:`voxnas.run_layout`)."""
+        return RunLayout(self.run_dir)
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -9,11 +9,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..search_spaces.layers import patch_statistics
-from .data import tiling
-from .device import autocast
+from voxnas.device import autocast
+from voxnas.evaluation import tiling
+from voxnas.search_spaces.layers import patch_statistics
 
-__all__ = ["labels_from_probs", "masks_by_name", "predict_volume"]
+__all__ = ["labels_from_probs", "masks_by_name", "predict_volume", "segment"]
 
 
 @torch.no_grad()
@@ -99,3 +99,27 @@ def masks_by_name(
     if target == "brats_regions":
         return {"WT": np.isin(labels, (1, 2, 4)), "TC": np.isin(labels, (1, 4)), "ET": labels == 4}
     return {name: labels == v for v, name in label_names.items() if v != 0}
+
+
+def segment(models, meta, image, device: torch.device | None = None) -> np.ndarray:
+    """Label volume (dataset's values) for a preprocessed ``(C, X, Y, Z)`` image with the
+    model bundle's own patch size, tiling, target kind and BatchNorm statistics (``meta``:
+    a :class:`voxnas.trainables.bundle.ModelMeta`). ``models`` may be a list (the fold
+    ensemble): their probabilities are averaged before the labels are taken (nnU-Net)."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    probs = None
+    for model in models:
+        p = predict_volume(
+            model,
+            image,
+            tuple(meta.patch),
+            meta.target,
+            meta.tiling,
+            meta.overlap,
+            meta.blend,
+            device,
+            meta.out_channels,
+            bn_stats=meta.bn_stats,
+        )
+        probs = p if probs is None else probs + p
+    return labels_from_probs(probs / len(models), meta.target, meta.label_values)

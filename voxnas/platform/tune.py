@@ -1,0 +1,347 @@
+"""Ray Tune glue: the ONLY module that imports ray.
+
+The driver side (:func:`init_ray`, :func:`search_trials`, :func:`retrain_trials`) builds and
+runs the Tuners; the trial side (:func:`search_trainable`, :func:`retrain_trainable`)
+rebuilds the config, opens its fold's data handle (prepared once by the driver), calls the
+plain fold-engine function and reports. Checkpoints are the fold engine's own folders, handed
+to Tune each epoch and restored from ``tune.get_checkpoint()`` after a failure or
+``Tuner.restore``: a trial resumes from *its own* checkpoint only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
+from voxnas.data.prepare import FoldData
+from voxnas.platform.hp_sets import hp_overrides, hp_tag, param_name, sampled
+from voxnas.run_layout import fold_dirname
+
+__all__ = [
+    "InterruptedStageError",
+    "TuneReporter",
+    "init_ray",
+    "retrain_trainable",
+    "retrain_trials",
+    "search_trainable",
+    "search_trials",
+]
+
+
+class InterruptedStageError(RuntimeError):
+    """A stage stopped before all its trials finished (Ctrl-C, lost driver)."""
+
+
+WORKER_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PYTHONUNBUFFERED": "1",
+}
+# per-epoch checkpoints with num_to_keep force frequent experiment snapshots; they are small
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _mlflow_env(cfg: Config, address: str | None) -> dict[str, str]:
+    """``MLFLOW_*`` variables (tokens, passwords) go to the workers only when they need them:
+    tracking is on, the store is a server, and the workers are on a cluster (a local Ray
+    inherits the driver's environment). Their values are never printed."""
+    from voxnas.platform.tracking import tracking_uri
+
+    remote = tracking_uri(cfg).split(":", 1)[0] in ("http", "https", "databricks")
+    if not (address and cfg.tracking.enabled and remote):
+        return {}
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+def init_ray(cfg: Config, address: str | None = None) -> None:
+    if ray.is_initialized():
+        return
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {**WORKER_ENV, **_mlflow_env(cfg, address)}}
+    if address:
+        print(f"connecting to Ray cluster at {address}")
+        ray.init(address=address, runtime_env=env)
+    else:
+        ray.init(num_cpus=cfg.ray.local_cpus, include_dashboard=False, runtime_env=env)
+    print(f"Ray resources: {ray.cluster_resources()}")
+
+
+def tune_space(cfg: Config) -> dict[str, Any]:
+    """The typed ``ray.hp_space`` as Tune distributions (names from ``hp_sets.param_name``)."""
+    kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
+    space = {}
+    for key, spec in cfg.ray.hp_space.items():
+        if isinstance(spec, ChoiceSpec):
+            space[param_name(key)] = tune.choice(list(spec.values))
+        elif spec.type == "randint":
+            space[param_name(key)] = tune.randint(int(spec.low), int(spec.high))
+        else:
+            space[param_name(key)] = kinds[spec.type](spec.low, spec.high)
+    return space
+
+
+def _has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def _trial_dirname(trial) -> str:
+    cfg = trial.config
+    job = cfg.get("job") or {}
+    if job:
+        return f"{job['arch'].replace('/', '-')}_{fold_dirname(job['fold'])}_{trial.trial_id}"
+    if "fold" in cfg:
+        return f"{fold_dirname(cfg['fold'])}_{trial.trial_id}"
+    return f"set_{trial.trial_id}"
+
+
+def _fit(
+    cfg: Config,
+    name: str,
+    trainable,
+    param_space: dict,
+    resume: bool,
+    search_alg=None,
+    num_samples: int = 1,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Run (or with ``resume`` restore) the Tuner ``name``; returns (config, final metrics)
+    per trial. Failed trials raise; unfinished ones raise :class:`InterruptedStageError`."""
+    gpus = cfg.ray.gpus_per_trial if _has_gpus() else 0.0
+    trainable = tune.with_resources(trainable, {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus})
+    path = cfg.layout.tune_stage(name)
+    if resume and tune.Tuner.can_restore(str(path)):
+        print(f"resuming {name} from {path}")
+        tuner = tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search_alg,
+                num_samples=num_samples,
+                max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                metric="val_dice" if search_alg else None,
+                mode="max" if search_alg else None,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(cfg.layout.tune),
+                verbose=1,
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+    grid = tuner.fit()
+    errors = [r.error for r in grid if r.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} {name} trial(s) failed; first error: {errors[0]}")
+    unfinished = [r for r in grid if not (r.metrics or {}).get("final")]
+    if unfinished:
+        raise InterruptedStageError(
+            f"{name} stage interrupted with {len(unfinished)} unfinished trial(s); "
+            f"state saved under {path}: rerun with --resume"
+        )
+    return [(dict(r.config), dict(r.metrics)) for r in grid]
+
+
+def _base(cfg: Config, handles: dict[str, FoldData], parent_run_id: str | None) -> dict:
+    return {
+        "voxnas": config_to_dict(cfg),
+        "parent_run_id": parent_run_id,
+        "data": {k: h.to_dict() for k, h in handles.items()},
+    }
+
+
+def search_trials(
+    cfg: Config,
+    handles: dict[str, FoldData],
+    folds: list[int | None],
+    resume: bool,
+    parent_run_id: str | None,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One search trial per fold (x hyperparameter sets from Optuna: a Repeater hands each
+    set to every fold and Optuna sees the mean)."""
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    base = {**_base(cfg, handles, parent_run_id), "folds": folds}
+    space = tune_space(cfg)
+    if space:
+        k = len(folds)
+        alg = Repeater(
+            OptunaSearch(metric="val_dice", mode="max", seed=cfg.seed), repeat=k, set_index=True
+        )
+        return _fit(
+            cfg, "search", search_trainable, {**base, **space}, resume, alg, cfg.ray.num_samples * k
+        )
+    return _fit(cfg, "search", search_trainable, {**base, "fold": tune.grid_search(folds)}, resume)
+
+
+def retrain_trials(
+    cfg: Config,
+    handles: dict[str, FoldData],
+    jobs: list[dict[str, Any]],
+    resume: bool,
+    parent_run_id: str | None,
+    name: str = "retrain",
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One trial per job ``{arch, genotype_json, fold, out_dir}`` (fold None: final)."""
+    base = _base(cfg, handles, parent_run_id)
+    return _fit(cfg, name, retrain_trainable, {**base, "job": tune.grid_search(jobs)}, resume)
+
+
+# ---------------------------------------------------------------- trial side
+
+
+class TuneReporter:
+    """Reporter that forwards each epoch's scalars and checkpoint folder to Ray Tune."""
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None = None) -> None:
+        scalars = {
+            k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None
+        }
+        scalars["node_id"] = ray.get_runtime_context().get_node_id()
+        ckpt = tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
+        tune.report(scalars, checkpoint=ckpt)
+
+
+def _restore_into(folder: Path) -> bool:
+    """Fill ``folder`` from this trial's own Tune checkpoint; True when there was one."""
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    ckpt.to_directory(str(folder))
+    return True
+
+
+def _cfg(config: dict[str, Any]) -> Config:
+    return config_from_dict(apply_overrides(config["voxnas"], hp_overrides(config)))
+
+
+def _trial_fold(config: dict[str, Any]) -> int | None:
+    """The fold a search trial searches: ``fold`` (grid) or the Repeater's index."""
+    if "fold" in config:
+        return config["fold"]
+    if "__trial_index__" in config:
+        return config["folds"][int(config["__trial_index__"])]
+    raise ValueError("search trial config names no fold ('fold' or '__trial_index__')")
+
+
+def _handle(config: dict[str, Any], fold: int | None) -> FoldData:
+    key = fold_dirname(fold)
+    if key not in config["data"]:
+        raise ValueError(f"trial config has no data handle for {key}")
+    return FoldData.from_dict(config["data"][key])
+
+
+def _tracker(cfg: Config, config: dict[str, Any], stage: str, fold: int | None, name: str):
+    from voxnas.platform.tracking import trial_tracker
+
+    return trial_tracker(
+        cfg,
+        config.get("parent_run_id"),
+        stage,
+        fold,
+        name,
+        tune.get_context().get_trial_id(),
+        hp_overrides(config),
+    )
+
+
+def search_trainable(config: dict[str, Any]) -> None:
+    from voxnas.trainables.search import run_search_fold
+
+    cfg = _cfg(config)
+    fold = _trial_fold(config)
+    workdir = Path(tune.get_context().get_trial_dir())
+    (workdir / "worker.pid").write_text(str(os.getpid()))  # for operators (and the kill test)
+    state = workdir / "state"
+    resume = _restore_into(state)
+    tracker = _tracker(
+        cfg, config, "search", fold, f"search {fold_dirname(fold)} h{hp_tag(config)}"
+    )
+    try:
+        res = run_search_fold(
+            cfg,
+            fold,
+            TuneReporter(),
+            tracker,
+            data=_handle(config, fold),
+            checkpoint_dir=state,
+            resume=resume,
+            log=print,
+        )
+        if tracker is not None:
+            tracker.finish_search(res)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    tune.report(
+        {
+            "final": True,
+            "fold": fold,
+            "epoch": res.epochs_run - 1,
+            "val_dice": res.history[-1]["val_dice"] if res.history else 0.0,
+            "genotype_json": json.dumps(res.genotype.to_dict()),
+            "alphas_json": json.dumps(res.alphas),
+            "history_json": json.dumps(res.history),
+            "stopped_by_count": res.stopped_by_count,
+            "epochs_run": res.epochs_run,
+            "hp_json": json.dumps(sampled(config), sort_keys=True),
+        }
+    )
+
+
+def retrain_trainable(config: dict[str, Any]) -> None:
+    from voxnas.search_spaces.genotypes import genotype_from_json
+    from voxnas.search_spaces.registry import Architecture
+    from voxnas.trainables.retrain import run_retrain_fold
+
+    cfg = _cfg(config)
+    job = config["job"]
+    fold, arch, out_dir = job["fold"], job["arch"], Path(job["out_dir"])
+    spec = arch
+    if job.get("genotype_json"):
+        g = genotype_from_json(job["genotype_json"])
+        spec = Architecture(arch, g.space, g)
+    # Continue only from this trial's own Tune checkpoint (a restart after a failure, or
+    # `--resume`): a checkpoint left in the folder by another run is never picked up.
+    resume = _restore_into(out_dir / "checkpoint")
+    stage = "final" if fold is None else "retrain"
+    tracker = _tracker(cfg, config, stage, fold, f"{stage} {arch} {fold_dirname(fold)}")
+    try:
+        res = run_retrain_fold(
+            cfg,
+            fold,
+            spec,
+            TuneReporter(),
+            tracker,
+            data=_handle(config, fold),
+            out_dir=out_dir,
+            resume=resume,
+            log=print,
+        )
+        if tracker is not None:
+            tracker.finish_retrain(res)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    tune.report(
+        {
+            "final": True,
+            "fold": fold,
+            "rows_json": json.dumps(res.rows),
+            "model_path": str(res.model_path),
+            "resumed": res.resumed,
+        }
+    )
