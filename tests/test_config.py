@@ -75,3 +75,34 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_flatten():
     flat = flatten_config(load_config(None))
     assert flat["search.weight_optim.lr"] == "0.05"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("patch.search=[48,32,16]", "patch.search (48, 32, 16): X and Y must be multiples of 32"),
+        ("patch.test=[32,32,8]", "patch.test"),
+        ('ray.hp_space={"search.nope": {"values": [1]}}', "name no setting"),
+        ('ray.hp_space={"search.epochs": {"values": [[1, 2]]}}', "ray.hp_space.search.epochs"),
+        ('ray.hp_space={"search.epochs": {"type": "uniform", "low": 2, "high": 1}}', "below high"),
+        ('ray.hp_space={"search.epochs": {"type": "loguniform", "low": 0, "high": 1}}', "low > 0"),
+        ('ray.hp_space={"search.epochs": {"values": []}}', "at least 1"),
+    ],
+)
+def test_patch_sizes_and_hp_space_are_checked_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("configs/demo.yaml", [override])
+
+
+def test_hp_space_is_typed():
+    cfg = load_config(
+        "configs/demo.yaml",
+        [
+            'ray.hp_space={"search.weight_optim.lr": '
+            '{"type": "loguniform", "low": 0.01, "high": 0.1}, '
+            '"search.arch_first": {"values": [true, false]}}'
+        ],
+    )
+    lr = cfg.ray.hp_space["search.weight_optim.lr"]
+    assert (lr.type, lr.low, lr.high) == ("loguniform", 0.01, 0.1)
+    assert cfg.ray.hp_space["search.arch_first"].values == [True, False]

@@ -270,7 +270,7 @@ class ProtocolTracker(_RunLogger):
         )
         self.run_id = run.info.run_id
         _log_params(self.client, self.run_id, flatten_config(self.cfg))
-        folds = self.cfg.run_dir / "splits" / "folds.json"
+        folds = self.cfg.layout.folds_json
         if folds.is_file():
             self.client.log_artifact(self.run_id, str(folds), "splits")
         print(f"MLflow: parent run {self.run_id} in {tracking_uri(self.cfg)}")
@@ -288,9 +288,7 @@ class ProtocolTracker(_RunLogger):
     def log_aggregate(self, cfg: Config, genotype) -> None:
         if not self.run_id:
             return
-        from voxnas.trainables.records import aggregate_path
-
-        self.client.log_artifact(self.run_id, str(aggregate_path(cfg)), "aggregate")
+        self.client.log_artifact(self.run_id, str(cfg.layout.aggregate), "aggregate")
         self.log_text(genotype.code() + "\n", "aggregate/genotype_code.txt")
         self.set_tags({"voxnas.genotype": genotype.code()[:5000]})
 
@@ -299,7 +297,7 @@ class ProtocolTracker(_RunLogger):
             return
         from voxnas.evaluation import plots
 
-        out = cfg.run_dir / "results"
+        out = cfg.layout.results
         self.log_text(text, "results/summary.md")
         for name in ("per_case.csv", "summary.json"):
             self.client.log_artifact(self.run_id, str(out / name), "results")

@@ -1,31 +1,19 @@
 """Basic layers shared by both search spaces. Tensors are ``(B, C, X, Y, Z)``.
 
-:class:`Conv3d` is ``nn.Conv3d`` with a faster CPU float32 path and the same maths. PyTorch's
-backend heuristics send batch-1, few-channel 3D convolutions to its slow native kernels
-(``slow_conv3d_forward``, ``slow_conv_dilated3d`` and their backward), and even oneDNN's own
-backward is slow at 4-8 channels. Here, on CPU:
-
-- 1x1x1 convolutions are matrix products (GEMM forward and backward);
-- a stride-1 convolution runs forward, input gradient and weight gradient as oneDNN
-  *forward* convolutions: the input gradient is the convolution of the output gradient with
-  the flipped, transposed kernel; the weight gradient is the convolution of the input (batch
-  and channel axes swapped) with the output gradient as kernel;
-- a strided convolution's input gradient is the transposed convolution; a transposed
-  convolution's input gradient is the strided oneDNN convolution with the same kernel, and its
-  weight gradient the swapped convolution above (stride and dilation exchanged).
-
-On CUDA, and for other dtypes, the call is the stock one (cuDNN).
+The convolutions (:class:`Conv3d`, :class:`ConvTranspose3d`) are ``nn.Conv3d`` /
+``nn.ConvTranspose3d`` with a faster CPU path: see :mod:`voxnas.search_spaces.onednn_conv`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from voxnas.search_spaces.onednn_conv import Conv3d, ConvTranspose3d, stock_convolutions
 
 __all__ = [
     "BatchNorm3d",
@@ -40,188 +28,6 @@ __all__ = [
     "stock_convolutions",
     "upsample",
 ]
-
-_aten = torch.ops.aten
-_FAST_CPU = ContextVar("voxnas_fast_cpu_conv", default=True)
-
-
-@contextlib.contextmanager
-def stock_convolutions() -> Iterator[None]:
-    """Run convolutions through PyTorch's stock CPU path (for benchmarks and tests)."""
-    token = _FAST_CPU.set(False)
-    try:
-        yield
-    finally:
-        _FAST_CPU.reset(token)
-
-
-def _onednn_ok(x: torch.Tensor) -> bool:
-    return (
-        _FAST_CPU.get()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not x.is_mkldnn
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-    )
-
-
-def _grad_weight_swapped(inp, go, padding, stride, dilation, groups, kernel):
-    """dL/dW of ``conv(inp) -> go`` as one forward conv: input ``inp^T``, kernel ``go^T``
-    (the conv's stride becomes the dilation of that kernel, its dilation the stride)."""
-    if groups == 1:
-        out = _aten.mkldnn_convolution(
-            inp.transpose(0, 1).contiguous(),
-            go.transpose(0, 1).contiguous(),
-            None,
-            padding,
-            dilation,
-            stride,
-            1,
-        )
-    else:  # depthwise, batch 1: one group per channel
-        out = _aten.mkldnn_convolution(
-            inp, go.transpose(0, 1).contiguous(), None, padding, dilation, stride, groups
-        )
-    return out.transpose(0, 1)[..., : kernel[0], : kernel[1], : kernel[2]].contiguous()
-
-
-def _swapped_ok(x: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
-    depthwise = groups > 1 and groups == x.shape[1] and weight.shape[1] == 1
-    return groups == 1 or (depthwise and x.shape[0] == 1)
-
-
-def _conv_input_grad(go, weight, x_shape, stride, padding, dilation, groups):
-    """dL/dx of a conv: a flipped-kernel conv (stride 1) or a transposed conv (strided)."""
-    kernel = weight.shape[2:]
-    if stride == [1, 1, 1]:
-        flipped = weight.flip(2, 3, 4)
-        if groups == 1:
-            flipped = flipped.transpose(0, 1)
-        pad = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding)]
-        return _aten.mkldnn_convolution(
-            go, flipped.contiguous(), None, pad, [1, 1, 1], dilation, groups
-        )
-    out_pad = [
-        xs - ((gs - 1) * s - 2 * p + d * (k - 1) + 1)
-        for xs, gs, s, p, d, k in zip(x_shape[2:], go.shape[2:], stride, padding, dilation, kernel)
-    ]
-    return F.conv_transpose3d(go, weight, None, stride, padding, out_pad, groups, dilation)
-
-
-class _OneDNNConv3d(torch.autograd.Function):
-    """A conv (``transposed=False``) or transposed conv on CPU, backward as forward convs."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, transposed, out_pad):
-        ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, dilation, groups, bias is not None, transposed)
-        ctx.out_pad = out_pad or [0, 0, 0]
-        if transposed:
-            return F.conv_transpose3d(x, weight, bias, stride, padding, out_pad, groups, dilation)
-        return _aten.mkldnn_convolution(x, weight, bias, padding, stride, dilation, groups)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, has_bias, transposed = ctx.conf
-        grad_out = grad_out.contiguous()
-        kernel = weight.shape[2:]
-        gb = grad_out.sum((0, 2, 3, 4)) if has_bias else None
-        gi = gw = None
-        if transposed:  # y = conv^T(x): x is the conv of y's gradient with the same kernel
-            if ctx.needs_input_grad[0]:
-                gi = _aten.mkldnn_convolution(
-                    grad_out, weight, None, padding, stride, dilation, groups
-                )
-            if ctx.needs_input_grad[1]:
-                if _swapped_ok(grad_out, weight, groups):
-                    gw = _grad_weight_swapped(
-                        grad_out, x, padding, stride, dilation, groups, kernel
-                    )
-                else:
-                    gw = _aten.convolution_backward(
-                        grad_out,
-                        x,
-                        weight,
-                        None,
-                        stride,
-                        padding,
-                        dilation,
-                        True,
-                        ctx.out_pad,
-                        groups,
-                        [False, True, False],
-                    )[1]
-            return gi, gw, gb, None, None, None, None, None, None
-        if ctx.needs_input_grad[0]:
-            gi = _conv_input_grad(grad_out, weight, x.shape, stride, padding, dilation, groups)
-        if ctx.needs_input_grad[1]:
-            if _swapped_ok(x, weight, groups):
-                gw = _grad_weight_swapped(x, grad_out, padding, stride, dilation, groups, kernel)
-            else:
-                gw = _aten.convolution_backward(
-                    grad_out,
-                    x,
-                    weight,
-                    None,
-                    stride,
-                    padding,
-                    dilation,
-                    False,
-                    [0, 0, 0],
-                    groups,
-                    [False, True, False],
-                )[1]
-        return gi, gw, gb, None, None, None, None, None, None
-
-
-def _fast_path(module: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
-    return module.padding_mode == "zeros" and isinstance(module.padding, tuple) and _onednn_ok(x)
-
-
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` with the fast CPU float32 path described in the module docstring."""
-
-    def _conv_forward(self, x, weight, bias):
-        if not _fast_path(self, x):
-            return super()._conv_forward(x, weight, bias)
-        if self.kernel_size == (1, 1, 1) and self.stride == (1, 1, 1) and self.groups == 1:
-            b, c = x.shape[:2]
-            y = torch.matmul(weight.view(weight.shape[0], c), x.reshape(b, c, -1))
-            if bias is not None:
-                y = y + bias[:, None]
-            return y.view(b, -1, *x.shape[2:])
-        return _OneDNNConv3d.apply(
-            x.contiguous(),
-            weight.contiguous(),
-            bias,
-            list(self.stride),
-            list(self.padding),
-            list(self.dilation),
-            self.groups,
-            False,
-            None,
-        )
-
-
-class ConvTranspose3d(nn.ConvTranspose3d):
-    """``nn.ConvTranspose3d`` whose CPU float32 backward runs as oneDNN forward convs."""
-
-    def forward(self, x, output_size=None):
-        if output_size is not None or not _fast_path(self, x):
-            return super().forward(x, output_size)
-        return _OneDNNConv3d.apply(
-            x.contiguous(),
-            self.weight.contiguous(),
-            self.bias,
-            list(self.stride),
-            list(self.padding),
-            list(self.dilation),
-            self.groups,
-            True,
-            list(self.output_padding),
-        )
 
 
 def kernel_padding(kernel: tuple[int, int, int], dilation: int = 1) -> tuple[int, int, int]:

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from voxnas.search_spaces.layers import Conv3d, ConvTranspose3d, stock_convolutions
+from voxnas.search_spaces.onednn_conv import Conv3d, ConvTranspose3d, conv_calls, stock_convolutions
+
+# Without oneDNN both sides would run the stock kernels and every comparison would pass
+# whatever the fast path does: skip loudly instead of passing vacuously.
+pytestmark = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN"
+)
 
 CASES = [  # (c_in, c_out, kernel, stride, padding, dilation, groups, bias, batch)
     (4, 4, 3, 1, 1, 1, 1, False, 1),
@@ -30,11 +36,14 @@ def _compare(make, shape):
     outs, grads = [], []
     for m, stock in ((ref, True), (fast, False)):
         xi = x.clone().requires_grad_()
+        before = conv_calls()
         if stock:
             with stock_convolutions():
                 y = m(xi)
+            assert conv_calls() == before  # the reference really is stock PyTorch
         else:
             y = m(xi)
+            assert conv_calls() == before + 1  # ... and the compared side the fast path
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         outs.append(y.detach())
         grads.append([xi.grad] + [p.grad for p in m.parameters()])

@@ -71,7 +71,9 @@ def test_vnas_space_size():
     assert model.alpha_encoder.shape == (16, 3) and model.alpha_decoder.shape == (5, 3)
     mixed = [m for m in model.modules() if isinstance(m, MixedOp)]
     assert all(len(m.ops) == 3 for m in mixed)
-    assert 3 ** (16 + 5) == 10_460_353_203  # ~1e10 architectures (seed 000 section 3.1)
+    # ~1e10 architectures (seed 000 section 3.1): 3 choices in each of the 21 alpha rows
+    rows = model.alpha_encoder.shape[0] + model.alpha_decoder.shape[0]
+    assert model.alpha_encoder.shape[1] ** rows == 10_460_353_203
     assert len(model.alpha_probs()) == 21 * 3 and "alpha/enc07/p3d" in model.alpha_probs()
 
 
@@ -134,3 +136,12 @@ def test_cost_counts_a_conv_exactly():
     # the input needs no gradient: backward is the weight gradient only (as for a network's
     # first layer), one more conv's worth of FLOPs
     assert c["gflops_fwd_bwd"] * 1e9 == pytest.approx(2 * macs + 2 * macs)
+
+
+@pytest.mark.parametrize(
+    "name,kw",
+    [("vnas-supernet", {"widht": 0.5}), ("nas3dunet-supernet", {"width": 0.5})],
+)
+def test_create_model_refuses_unknown_options(name, kw):
+    with pytest.raises(TypeError, match="unknown option"):
+        create_model(name, 1, 2, **kw)

@@ -1,0 +1,77 @@
+"""The protocol's pure parts: hyperparameter sets, the best-set choice, the registration
+policy, a fresh run's folder, the trial's fold."""
+
+from __future__ import annotations
+
+import pytest
+
+from voxnas.platform.hp_sets import best_set, hp_overrides, hp_tag, param_name
+from voxnas.platform.orchestration import move_aside
+from voxnas.platform.tracking_policy import choose_registration, result_metrics
+
+
+def test_hp_names_round_trip_into_overrides():
+    config = {param_name("search.weight_optim.lr"): 0.01, param_name("search.epochs"): 3, "x": 1}
+    assert hp_overrides(config) == ["search.epochs=3", "search.weight_optim.lr=0.01"]
+    assert hp_tag(config) == hp_tag(dict(reversed(list(config.items()))))  # order-free
+    assert hp_tag({"fold": 0}) == "0"
+
+
+def test_best_set_is_the_highest_mean_over_complete_sets():
+    a, b, c = {"hp__lr": 0.1}, {"hp__lr": 0.01}, {"hp__lr": 0.5}
+    outcomes = [(a, 0, 0.9), (a, 1, 0.5), (b, 0, 0.6), (b, 1, 0.7), (c, 0, 0.99)]
+    best, scores = best_set(outcomes, [0, 1])
+    assert best.hp == a and best.mean_val_dice == pytest.approx(0.7)
+    assert {s.key for s in scores} == {'{"hp__lr": 0.1}', '{"hp__lr": 0.01}'}  # c: one fold
+    one, _ = best_set([({}, None, 0.4)], [None])  # the single search
+    assert one.mean_val_dice == 0.4
+    with pytest.raises(ValueError, match="no hyperparameter set finished"):
+        best_set([(c, 0, 0.99)], [0, 1])
+
+
+def _run(stage, fold, arch="searched", model=True):
+    tags = {"voxnas.stage": stage, "voxnas.fold": fold, "voxnas.arch": arch}
+    if model:
+        tags["voxnas.model_uri"] = f"runs:/{stage}{fold}/model"
+    return tags
+
+
+def test_registration_prefers_the_final_model_then_the_best_validation_fold():
+    folds = [_run("retrain", "0"), _run("retrain", "1"), _run("retrain", "0", "P3D/P3D")]
+    tags, why = choose_registration([*folds, _run("final", "all")], {0: 0.9, 1: 0.5})
+    assert tags["voxnas.stage"] == "final" and "every training case" in why
+    tags, why = choose_registration(folds, {0: 0.5, 1: 0.8})
+    assert tags["voxnas.fold"] == "1" and "validation" in why
+    assert choose_registration([_run("retrain", "0", model=False)], {0: 1.0}) is None
+
+
+def test_result_metrics_flatten_the_summary():
+    summary = {
+        "searched": {"overall": {"dice/organ": {"mean": 0.9, "std": 0.1, "median": 0.92}}},
+        "search": {"alpha_entropy": [0.8, 1.0], "share_cells_p2d_below_third": 0.75},
+    }
+    m = result_metrics(summary)
+    assert m["searched/dice/organ/median"] == 0.92
+    assert m["search/alpha_entropy_mean_over_folds"] == pytest.approx(0.9)
+    assert m["search/share_cells_p2d_below_third"] == 0.75
+
+
+def test_a_fresh_run_moves_the_old_run_folder_aside(tmp_path):
+    run = tmp_path / "demo"
+    (run / "retrain" / "searched" / "fold0" / "checkpoint").mkdir(parents=True)
+    (run / "marker").write_text("old")
+    moved = move_aside(run, log=lambda s: None)
+    assert moved is not None and (moved / "marker").read_text() == "old"  # kept, not deleted
+    assert not run.exists()
+    assert move_aside(run, log=lambda s: None) is None  # nothing to move
+
+
+def test_a_search_trial_without_a_fold_is_an_error():
+    pytest.importorskip("ray")
+    from voxnas.platform.tune import _trial_fold
+
+    assert _trial_fold({"fold": 1}) == 1
+    assert _trial_fold({"__trial_index__": 1, "folds": [0, 1]}) == 1
+    assert _trial_fold({"__trial_index__": 0, "folds": [None]}) is None
+    with pytest.raises(ValueError, match="names no fold"):
+        _trial_fold({"voxnas": {}})  # used to become fold 0 silently
