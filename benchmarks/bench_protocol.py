@@ -73,6 +73,8 @@ def main() -> None:
         summary = json.loads((run_dir / "results" / "summary.json").read_text())
         health = store_health(workdir / "mlflow.db")
         aggregate = json.loads((run_dir / "aggregate" / "genotype.json").read_text())
+        held_path = run_dir / "results" / "held_out.json"
+        held_out = json.loads(held_path.read_text())["summary"] if held_path.is_file() else {}
     search = summary.pop("search")
     search["aggregate"] = aggregate["genotype"]["code"]
     rows = []
@@ -81,6 +83,11 @@ def main() -> None:
             if col.startswith("dice/"):
                 rows.append({"measure": f"{arch} {col} (mean over test cases)", "value": v["mean"]})
                 rows.append({"measure": f"{arch} {col} (std)", "value": v["std"]})
+    for model, s in held_out.items():  # the deployable models on held-out labelled scans
+        for col, v in s.items():
+            if col.startswith("dice/"):
+                rows.append({"measure": f"held-out {model} {col} (mean)", "value": v["mean"]})
+                rows.append({"measure": f"held-out {model} {col} (std)", "value": v["std"]})
     ent = search["alpha_entropy"]
     rows.append({"measure": "final alpha entropy, mean over folds", "value": sum(ent) / len(ent)})
     rows.append({"measure": "final alpha entropy, max over folds", "value": max(ent)})

@@ -20,7 +20,8 @@ def check_store(
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     search = [r for r in children if r.data.tags["voxnas.stage"] == "search"]
     retrain = [r for r in children if r.data.tags["voxnas.stage"] == "retrain"]
-    assert len(search) == n_search and len(retrain) == n_retrain
+    final = [r for r in children if r.data.tags["voxnas.stage"] == "final"]
+    assert len(search) == n_search and len(retrain) == n_retrain and len(final) == 1
     assert len(children) == len(runs) - 1  # everything is nested under the parent
     assert all(r.info.run_name.startswith("search f") for r in search)
     for r in search:
@@ -51,4 +52,7 @@ def check_store(
     assert (
         parent.data.tags["voxnas.registered_model"] == f"models:/{model_name}/{versions[0].version}"
     )
+    # the deployable model is the one trained on every training case
+    assert versions[0].tags.get("voxnas.stage") == "final"
+    assert final[0].data.tags["voxnas.fold"] == "all" and "voxnas.model_uri" in final[0].data.tags
     return {"parent": parent, "search": search, "retrain": retrain}

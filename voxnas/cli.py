@@ -1,8 +1,12 @@
-"""The ``voxnas`` command: parses, calls, prints. All work lives in the package."""
+"""The ``voxnas`` command: parses, calls, prints. All work lives in the package.
+
+Longer than 300 lines because each of its twelve subcommands carries its own ``--help``
+text and options; no command holds logic beyond turning errors into one-line messages.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +37,28 @@ def _size3(ctx, param, value):
     return tuple(value) if value else None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Voxnas(click.Group):
+    """Domain errors (bad data, config, model files, unreachable services) end as one
+    ``Error: <file or key>: <problem>`` message and exit code 1, not a traceback. Set
+    ``VOXNAS_DEBUG=1`` to see the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (ValueError, OSError, RuntimeError, KeyError) as err:
+            if os.environ.get("VOXNAS_DEBUG"):
+                raise
+            interrupted = type(err).__name__ == "InterruptedStageError"
+            if interrupted:
+                click.echo(str(err), err=True)
+                sys.exit(130)
+            msg = str(err) if not isinstance(err, KeyError) else f"missing key {err}"
+            raise click.ClickException(msg or type(err).__name__) from None
+
+
+@click.group(cls=_Voxnas, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="voxnas")
 def main() -> None:
     """voxnas: neural architecture search for 3D medical image segmentation.
@@ -52,7 +77,13 @@ def main() -> None:
     help="Folder layout to write.",
 )
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder.")
-@click.option("--cases", type=int, default=8, show_default=True, help="Labelled cases.")
+@click.option(
+    "--cases",
+    type=click.IntRange(2, 10_000),
+    default=8,
+    show_default=True,
+    help="Labelled cases.",
+)
 @click.option(
     "--shape",
     type=int,
@@ -83,8 +114,16 @@ def synth(
     phantom: str,
     tumour: bool,
 ) -> None:
-    """Write a synthetic phantom dataset as real NIfTI files in LAYOUT."""
+    """Write a synthetic phantom dataset as real NIfTI files in LAYOUT (into a new or empty
+    folder: an existing dataset is never overwritten)."""
     from voxnas.data.synthetic import write_synthetic
+
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise click.ClickException(f"{out}: exists and is not an empty folder; choose a new one")
+    if min(shape) < 8:
+        raise click.BadParameter(
+            f"every size must be at least 8, got {shape}", param_hint="--shape"
+        )
 
     path = write_synthetic(Path(out), layout, cases, shape, seed, phantom=phantom, tumour=tumour)
     click.echo(f"wrote {cases} {layout} cases of shape {shape} to {path}")
@@ -114,14 +153,14 @@ def check_data(root: str, layout: str) -> None:
 @click.option(
     "--volume",
     "volume",
-    type=int,
+    type=click.IntRange(min=1),
     nargs=3,
     metavar="X Y Z",
     help="Volume shape (e.g. 240 240 155).",
 )
 @click.option(
     "--brain-cube",
-    type=int,
+    type=click.IntRange(min=1),
     nargs=3,
     metavar="X Y Z",
     callback=_size3,
@@ -133,12 +172,22 @@ def check_data(root: str, layout: str) -> None:
     help="A NIfTI image: its shape and non-zero bounding box are used.",
 )
 @click.option(
-    "--patch", type=int, nargs=3, default=(64, 64, 64), show_default=True, metavar="X Y Z"
+    "--patch",
+    type=click.IntRange(min=1),
+    nargs=3,
+    default=(64, 64, 64),
+    show_default=True,
+    metavar="X Y Z",
 )
 @click.option(
     "--mode", type=click.Choice(["auto_fit", "sliding"]), default="auto_fit", show_default=True
 )
-@click.option("--overlap", type=float, default=0.25, show_default=True)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=0.25,
+    show_default=True,
+)
 def patches(volume, brain_cube, image, patch, mode, overlap) -> None:
     """Print the patch layout (starts per axis) for a volume, as inference tiles it."""
     import numpy as np
@@ -146,8 +195,11 @@ def patches(volume, brain_cube, image, patch, mode, overlap) -> None:
     from voxnas.evaluation import tiling
 
     if image:
-        from voxnas.data.nifti import load_volume
+        from voxnas.data.nifti import load_header, load_volume
 
+        shape = tuple(load_header(Path(image)).shape)
+        if len(shape) not in (3, 4) or np.prod(shape, dtype=np.float64) > 2**31:
+            raise click.ClickException(f"{image}: not a 3D/4D image of a sane size: {shape}")
         data, _ = load_volume(Path(image))
         data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
         volume = data.shape[1:]
@@ -448,8 +500,17 @@ def run(config, overrides, resume, address, tracking_uri) -> None:
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def predict(
-    config, overrides, model_uri, ensemble, input_path, output_path, tracking_uri, device
+    config,
+    overrides,
+    model_uri,
+    ensemble,
+    input_path,
+    output_path,
+    tracking_uri,
+    device,
+    overwrite,
 ) -> None:
     """Segment new scans with a trained or registered model, by default the config's final
     model (trained on every training case), or the fold ensemble (--ensemble folds). Masks
@@ -459,6 +520,7 @@ def predict(
         find_inputs,
         load_fold_ensemble,
         load_model,
+        output_paths,
         predict_paths,
     )
 
@@ -473,14 +535,21 @@ def predict(
                 cfg = _load(config, overrides)
                 model_uri = str(cfg.layout.bundle(cfg.layout.final("searched")))
             model, meta = load_model(model_uri, dev, tracking_uri)
-        cases = find_inputs(Path(input_path), meta)
-    except (FileNotFoundError, ValueError) as err:
+        cases = find_inputs(Path(input_path), meta, log=click.echo)
+        output_paths(cases, Path(output_path), overwrite)  # checked before any work
+    except (OSError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     what = f"ensemble of {len(model)} fold models" if isinstance(model, list) else "model"
     click.echo(f"{what} {meta.arch} ({meta.space}), {len(cases)} input(s), device {dev}")
     with click.progressbar(length=len(cases), label="segmenting") as bar:
         written = predict_paths(
-            model, meta, cases, Path(output_path), dev, progress=lambda i, n: bar.update(1)
+            model,
+            meta,
+            cases,
+            Path(output_path),
+            dev,
+            progress=lambda i, n: bar.update(1),
+            overwrite=overwrite,
         )
     for w in written:
         click.echo(f"wrote {w}")
@@ -489,14 +558,12 @@ def predict(
 @main.command()
 @CONFIG_ARG
 @SET_OPT
-@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option(
     "--tracking-uri", help="Store to open (default: the config's, or sqlite in the workdir)."
 )
 def ui(config, overrides, port, tracking_uri) -> None:
     """Start the MLflow UI on the project's store, bound to 127.0.0.1."""
-    import subprocess
-
     from voxnas.platform.tracking import tracking_uri as uri_of
 
     cfg = _load(config, overrides)
@@ -514,8 +581,10 @@ def ui(config, overrides, port, tracking_uri) -> None:
         "--port",
         str(port),
     ]
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(subprocess.call(cmd))
+    # exec: the server *is* this process, so Ctrl-C and kill reach it (no orphan on the
+    # port) and its exit code (a taken port, a bad store) is the command's
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 @main.command()

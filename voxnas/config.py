@@ -3,19 +3,25 @@
 Spatial sizes are given in voxel order ``(X, Y, Z)`` as nibabel reads them: the first two
 axes are in-plane, the last is the slice axis, so a "3x3x1" kernel is a 2D in-plane kernel.
 Defaults are the papers' numbers (seed 000 = V-NAS, seed 002 = NAS-3D-U-Net).
+
+Over 300 lines because the whole schema (every section, default and validation) is kept in
+one file, so a user reads every setting in one place.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PositiveInt,
     Tag,
     ValidationError,
     model_validator,
@@ -44,7 +50,21 @@ __all__ = [
     "load_config",
 ]
 
-Size3 = tuple[int, int, int]
+Size3 = tuple[PositiveInt, PositiveInt, PositiveInt]
+Positive = Annotated[float, Field(gt=0)]
+
+
+# a config name is a folder name under the workdir: no separators, no "..", no leading dot
+def _safe_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise ValueError(
+            f"{name!r} is not a folder name (letters, digits, '.', '_', '-'; no '/', no "
+            "leading '.'; at most 100 characters): it names the run folder in the workdir"
+        )
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class ConfigError(ValueError):
@@ -59,7 +79,7 @@ class SyntheticConfig(_Frozen):
     """Phantom dataset generated when ``data.root`` is not set."""
 
     layout: Literal["msd", "brats", "paired"] = "msd"
-    cases: int = Field(8, ge=2)
+    cases: int = Field(8, ge=2, le=10_000)
     shape: Size3 = (64, 64, 32)
     seed: int = 0
     # held-out scans in imagesTs/ (MSD layout), labels kept aside in labelsTs/
@@ -81,17 +101,24 @@ class DataConfig(_Frozen):
     synthetic: SyntheticConfig = SyntheticConfig()
     intensity: Literal["ct", "mri"] = "ct"
     ct_window: tuple[float, float] = (-100.0, 240.0)
-    mri_xi: float = 100.0
-    mri_lambda: float = 0.1
-    target_spacing: tuple[float, float, float] | None = None
+    mri_xi: Positive = 100.0
+    mri_lambda: Positive = 0.1
+    target_spacing: tuple[Positive, Positive, Positive] | None = None
     cache_dir: Path | None = None
     target: Literal["labels", "brats_regions"] = "labels"
+
+    @model_validator(mode="after")
+    def _check_window(self) -> DataConfig:
+        lo, hi = self.ct_window
+        if not lo < hi:
+            raise ValueError(f"data.ct_window {list(self.ct_window)}: low must be below high")
+        return self
 
 
 class SplitConfig(_Frozen):
     folds: int = Field(4, ge=2)
     seed: int = 0
-    train_val_ratio: tuple[int, int] = (2, 1)
+    train_val_ratio: tuple[PositiveInt, PositiveInt] = (2, 1)
 
 
 class PatchConfig(_Frozen):
@@ -257,7 +284,7 @@ class TrackingConfig(_Frozen):
 
 
 class Config(_Frozen):
-    name: str = "voxnas"
+    name: SafeName = "voxnas"
     workdir: Path = Path("voxnas_work")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -296,15 +323,50 @@ class Config(_Frozen):
 
 
 def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    """One line: ``<file>: invalid configuration: <key>: <problem>; <key>: <problem>``."""
+    parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  {key}: {e['msg']}")
-    return "\n".join(lines)
+        key = ".".join(str(p) for p in e["loc"] if p not in ("choice", "range")) or "(root)"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(msg if key == "(root)" else f"{key}: {msg}")
+    return f"{source}: invalid configuration: " + "; ".join(dict.fromkeys(parts))
+
+
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_NODES = 100_000
+
+
+def _check_size(node: Any, source: str) -> None:
+    """Refuse documents that expand to more than MAX_CONFIG_NODES values: YAML aliases can
+    make a small file describe an exponentially large tree (an "anchor bomb"). Counting
+    stops at the limit, so the check itself stays cheap."""
+    count, stack = 0, [node]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"{source}: expands to more than {MAX_CONFIG_NODES} values (YAML aliases?)"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _yaml_value(text: str, source: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        detail = str(err).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML ({detail})") from None
+    _check_size(value, source)
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``section.key=value`` overrides applied (values as YAML)."""
+    _check_size(raw, "config")
     out = yaml.safe_load(yaml.safe_dump(raw)) or {}
     for item in overrides:
         if "=" not in item:
@@ -317,7 +379,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key")
+        node[parts[-1]] = _yaml_value(value, f"--set {key}")
     return out
 
 
@@ -337,10 +401,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: unreadable ({err})") from None
+        raw = _yaml_value(text, str(path)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     return _from_dict(apply_overrides(raw, overrides), source)

@@ -91,6 +91,7 @@ def _tiny_cfg(tmp_path, space="vnas", **extra):
             "data.synthetic.shape=[16,16,16]",
             "split.folds=2",
             "patch.search=[16,16,16]",
+            "patch.train=[16,16,16]",
             "patch.elastic_prob=0",
             "patch.rotate_degrees=0",
             "model.depth=2",

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from voxnas.data.integrity import DataIntegrityError, Problem, check_case, format_report
+from voxnas.data.integrity import (
+    DataIntegrityError,
+    Problem,
+    check_case,
+    format_report,
+    no_foreground,
+)
 from voxnas.data.layouts import Dataset
 from voxnas.data.nifti import shared_decodes
 from voxnas.data.preprocess import Geometry, PreprocessSettings, load_case, preprocess_image
@@ -57,7 +63,13 @@ class VolumeCache:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.index = json.loads((self.path / "index.json").read_text())
+        try:
+            self.index = json.loads((self.path / "index.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"{self.path / 'index.json'}: unreadable cache index ({err}); delete "
+                f"{self.path} to rebuild the cache"
+            ) from None
 
     @property
     def case_ids(self) -> list[str]:
@@ -75,12 +87,17 @@ class VolumeCache:
         if case_id not in self.index["cases"]:
             raise KeyError(f"{self.path}: case {case_id!r} not in cache")
         meta = self.index["cases"][case_id]
-        return CachedCase(
-            case_id,
-            np.load(self.path / f"{case_id}_image.npy", mmap_mode="r"),
-            np.load(self.path / f"{case_id}_label.npy", mmap_mode="r"),
-            Geometry.from_dict(meta["geometry"]),
-        )
+        arrays = []
+        for kind in ("image", "label"):
+            f = self.path / f"{case_id}_{kind}.npy"
+            try:
+                arrays.append(np.load(f, mmap_mode="r", allow_pickle=False))
+            except (OSError, ValueError) as err:
+                raise ValueError(
+                    f"{f}: corrupt cache file ({type(err).__name__}); delete {self.path} to "
+                    "rebuild the cache"
+                ) from None
+        return CachedCase(case_id, arrays[0], arrays[1], Geometry.from_dict(meta["geometry"]))
 
     def raw_mri_stats(self, case_ids: list[str]) -> list[dict[str, float]]:
         """Seed 002 eq. 1 statistics over ``case_ids`` only (from the cached raw moments)."""
@@ -116,10 +133,11 @@ def _build_into(
         "cases": {},
     }
     problems: list[Problem] = []
+    seen: set[int] = set()
     for i, case in enumerate(ds.cases):
         # the integrity check and the preprocessing share one decode of each file
         with shared_decodes():
-            found = check_case(case, len(ds.modalities), set(label_values))
+            found = check_case(case, len(ds.modalities), set(label_values), seen)
             if found:
                 problems.extend(found)
                 continue
@@ -139,6 +157,7 @@ def _build_into(
         }
         if progress:
             progress(i + 1, len(ds.cases))
+    problems += no_foreground(ds, seen, problems)
     if problems:  # nothing is cached from a dataset that fails the check
         raise DataIntegrityError(format_report(problems, ds.root))
     index["checked"] = True

@@ -47,8 +47,11 @@ def _decode(path: Path, problems: list[Problem]) -> tuple[np.ndarray, np.ndarray
         return None
 
 
-def check_case(case: Case, n_modalities: int, labels: set[int]) -> list[Problem]:
-    """Check one case; returns its problems (empty when clean)."""
+def check_case(
+    case: Case, n_modalities: int, labels: set[int], seen: set[int] | None = None
+) -> list[Problem]:
+    """Check one case; returns its problems (empty when clean). ``seen`` collects the label
+    values found (for the dataset-level no-foreground check)."""
     problems: list[Problem] = []
     shapes: list[tuple[Path, tuple[int, ...], np.ndarray]] = []
     for path in case.images:
@@ -104,6 +107,8 @@ def check_case(case: Case, n_modalities: int, labels: set[int]) -> list[Problem]
         problems.append(Problem(case.label, "NaN/Inf in label"))
     else:
         values = set(np.unique(label).astype(np.int64).tolist())
+        if seen is not None:
+            seen.update(values)
         if np.issubdtype(label.dtype, np.floating) and not np.all(label == np.round(label)):
             problems.append(Problem(case.label, "non-integer label values"))
         extra = sorted(values - labels)
@@ -117,12 +122,21 @@ def check_case(case: Case, n_modalities: int, labels: set[int]) -> list[Problem]
 def check_dataset(ds: Dataset, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
     """Check every case of ``ds``; ``progress(i, n)`` is called after each case."""
     problems: list[Problem] = []
-    labels = set(ds.labels)
+    labels, seen = set(ds.labels), set()
     for i, case in enumerate(ds.cases):
-        problems.extend(check_case(case, len(ds.modalities), labels))
+        problems.extend(check_case(case, len(ds.modalities), labels, seen))
         if progress:
             progress(i + 1, len(ds.cases))
-    return problems
+    return problems + no_foreground(ds, seen, problems)
+
+
+def no_foreground(ds: Dataset, seen: set[int], problems: list[Problem]) -> list[Problem]:
+    """A dataset whose labels hold no foreground at all: nothing to learn, and every DSC
+    would read 1.0 (empty prediction of an empty target)."""
+    if problems or seen - {0}:
+        return []
+    where = ds.root / "dataset.json" if ds.layout == "msd" else ds.root
+    return [Problem(where, "no label file has any foreground voxel (every label is 0)")]
 
 
 def check_folder(

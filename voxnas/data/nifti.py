@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,9 @@ def save_volume(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     img = nib.Nifti1Image(data, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(path.name + ".tmp" + "".join(path.suffixes))
+    # unique per process and call: two writers of the same file never share a temp file
+    tmp = path.with_name(
+        f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{''.join(path.suffixes)}"
+    )
     nib.save(img, str(tmp))
     tmp.replace(path)

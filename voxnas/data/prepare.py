@@ -8,7 +8,10 @@ config and open the cache read-only: they never check, decode or write shared fi
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from voxnas.data.synthetic import write_synthetic
 __all__ = [
     "DataIntegrityError",
     "FoldData",
+    "check_patch_fits",
     "PreparedData",
     "dataset_root",
     "prepare_data",
@@ -55,18 +59,29 @@ def dataset_root(cfg: Config) -> Path:
     held_out = f"-t{s.test_cases}" if s.test_cases != 1 else ""
     shape = "x".join(map(str, s.shape))
     root = cfg.workdir / "data" / f"synthetic-{kind}-{s.cases}{held_out}-{shape}-s{s.seed}"
-    if not (root / ".complete").exists():
-        write_synthetic(
-            root,
-            s.layout,
-            s.cases,
-            tuple(s.shape),
-            s.seed,
-            test_cases=s.test_cases,
-            phantom=s.phantom,
-            tumour=s.tumour,
-        )
-        (root / ".complete").write_text("ok\n")
+    if (root / ".complete").exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one generator at a time (two `voxnas prepare` at once); written to a private folder
+    # and renamed into place, so nobody ever reads a half-written dataset
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".complete").exists():
+            tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_synthetic(
+                tmp,
+                s.layout,
+                s.cases,
+                tuple(s.shape),
+                s.seed,
+                test_cases=s.test_cases,
+                phantom=s.phantom,
+                tumour=s.tumour,
+            )
+            (tmp / ".complete").write_text("ok\n")
+            shutil.rmtree(root, ignore_errors=True)  # an incomplete earlier attempt
+            tmp.rename(root)
     return root
 
 
@@ -156,6 +171,21 @@ class PreparedData:
         return stats
 
 
+def check_patch_fits(cfg: Config, cache: VolumeCache) -> None:
+    """Training patches larger than a volume would be mostly zero padding (a loss in the
+    millions, nothing learnt): refuse them, naming the sizes and the case."""
+    cases = cache.index["cases"]
+    for which in ("search", "train"):
+        patch = tuple(getattr(cfg.patch, which))
+        for cid, meta in cases.items():
+            shape = tuple(meta["shape"][-3:])
+            if any(p > s for p, s in zip(patch, shape)):
+                raise ValueError(
+                    f"patch.{which} {patch} is larger than case {cid!r} {shape} (after "
+                    "preprocessing): choose patches no larger than the volumes"
+                )
+
+
 def write_split_files(prep: PreparedData) -> None:
     """Driver only: every fold's split and statistics JSON under ``<run>/splits``."""
     layout = prep.cfg.layout
@@ -182,5 +212,6 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedDat
         ),
     )
     log(f"cache {cache.path}")
+    check_patch_fits(cfg, cache)
     folds = load_or_make_splits(cfg.layout.folds_json, ds.case_ids, cfg.split.folds, cfg.split.seed)
     return PreparedData(cfg, ds, cache, folds)

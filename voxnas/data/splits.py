@@ -53,7 +53,7 @@ def make_folds(case_ids: list[str], k: int, seed: int) -> list[list[str]]:
     if k < 2:
         raise SplitError(f"need at least 2 folds, got {k}")
     if len(case_ids) < k:
-        raise SplitError(f"{len(case_ids)} cases cannot fill {k} folds")
+        raise SplitError(f"split.folds={k}: the dataset has only {len(case_ids)} cases")
     order = np.random.default_rng(seed).permutation(sorted(case_ids))
     return [sorted(order[i::k].tolist()) for i in range(k)]
 

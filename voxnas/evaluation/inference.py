@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from voxnas.data.layouts import BRATS_REGIONS
 from voxnas.device import autocast
 from voxnas.evaluation import tiling
 from voxnas.search_spaces.layers import patch_statistics
@@ -97,7 +98,7 @@ def masks_by_name(
 ) -> dict[str, np.ndarray]:
     """Binary masks to score: BraTS regions (WT, TC, ET) or each foreground label."""
     if target == "brats_regions":
-        return {"WT": np.isin(labels, (1, 2, 4)), "TC": np.isin(labels, (1, 4)), "ET": labels == 4}
+        return {name: np.isin(labels, values) for name, values in BRATS_REGIONS.items()}
     return {name: labels == v for v, name in label_names.items() if v != 0}
 
 

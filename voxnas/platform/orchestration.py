@@ -193,16 +193,21 @@ def run_retrain_stage(
 def _ensure_tracking(cfg: Config) -> None:
     """Create the MLflow database and experiment on the driver before trials write to it."""
     if cfg.tracking.enabled:
-        from voxnas.platform.tracking import ensure_experiment
+        from voxnas.platform.tracking import check_tracking_server, ensure_experiment
 
+        check_tracking_server(cfg)
         ensure_experiment(cfg)
 
 
 def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) -> ProtocolResult:
     """The whole protocol. Without ``resume`` an existing run folder is moved aside first."""
-    from voxnas.platform.tracking import ProtocolTracker
+    from voxnas.platform.tracking import ProtocolTracker, check_tracking_server
+    from voxnas.platform.tune import check_ray_address
 
     cfg = absolute(cfg)
+    # before anything is written: an unreachable server or cluster fails in seconds
+    check_tracking_server(cfg)
+    check_ray_address(cfg, address)
     if not resume:
         move_aside(cfg.run_dir)
     prep = _prepared(cfg, None)

@@ -3,6 +3,7 @@ masks written with the input's affine, shape and orientation, in the dataset's l
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -11,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voxnas.data.layouts import Case
+from voxnas.data.layouts import BRATS_MODALITIES, Case
 from voxnas.data.nifti import load_header, save_volume
 from voxnas.data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
 from voxnas.device import pick_device
 from voxnas.evaluation.inference import segment
 from voxnas.trainables.bundle import ModelMeta, load_bundle
 
-__all__ = ["find_inputs", "load_fold_ensemble", "load_model", "predict_paths"]
+__all__ = ["find_inputs", "load_fold_ensemble", "load_model", "output_paths", "predict_paths"]
 
 _NII = re.compile(r"\.nii(\.gz)?$")
 
@@ -55,17 +56,34 @@ def load_fold_ensemble(run_dir: Path, device: torch.device, arch: str = "searche
     return list(models), metas[0]
 
 
-def find_inputs(path: Path, meta: ModelMeta) -> list[Case]:
-    """A NIfTI file, a BraTS subject folder, a folder of NIfTI files or of subject folders."""
+SEG_SUFFIX = "_seg.nii.gz"  # what predict writes next to case ids
+MAX_VOXELS = 2**31  # a header claiming more is refused before anything is decoded
+
+
+def find_inputs(
+    path: Path, meta: ModelMeta, log: Callable[[str], None] | None = None
+) -> list[Case]:
+    """A NIfTI file, a BraTS subject folder, a folder of NIfTI files or of subject folders.
+    Files named ``*_seg.nii.gz`` (masks this tool or BraTS wrote) are never inputs."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: input not found")
     if path.is_file():
         return [_file_case(path, meta)]
     files = sorted(p for p in path.iterdir() if _NII.search(p.name))
-    suffixes = [f"_{m.lower()}" for m in meta.modalities]
-    if len(meta.modalities) > 1 and any(_NII.sub("", f.name).endswith(suffixes[0]) for f in files):
+    skipped = [f for f in files if f.name.endswith(SEG_SUFFIX) or _stem(f).endswith("_seg")]
+    files = [f for f in files if f not in skipped]
+    if skipped and log:
+        log(f"skipping {len(skipped)} *_seg file(s) in {path} (masks, not scans)")
+    suffixes = [f"_{m.lower()}" for m in BRATS_MODALITIES]
+    brats_like = [f for f in files if any(_stem(f).lower().endswith(s) for s in suffixes)]
+    if len(meta.modalities) > 1 and brats_like:
         return [_subject_case(path, meta)]
+    if len(meta.modalities) == 1 and len(brats_like) >= 2:
+        raise ValueError(
+            f"{path}: a BraTS subject folder ({', '.join(f.name for f in brats_like)}), but the "
+            f"model takes one modality ({meta.modalities[0]})"
+        )
     if files:
         return [_file_case(f, meta) for f in files]
     subs = [d for d in sorted(path.iterdir()) if d.is_dir()]
@@ -74,25 +92,69 @@ def find_inputs(path: Path, meta: ModelMeta) -> list[Case]:
     raise FileNotFoundError(f"{path}: no NIfTI files or subject folders inside")
 
 
+def _stem(f: Path) -> str:
+    return _NII.sub("", f.name)
+
+
 def _file_case(f: Path, meta: ModelMeta) -> Case:
-    ndim = len(load_header(f).shape)
+    shape = tuple(load_header(f).shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"{f}: a {len(shape)}D image (shape {shape}); expected 3D or 4D")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise ValueError(
+            f"{f}: header claims {shape} = {np.prod(shape, dtype=np.float64):.3g} voxels"
+        )
     want = meta.in_channels
-    if (ndim == 3 and want != 1) or (ndim == 4 and load_header(f).shape[-1] != want):
+    if (len(shape) == 3 and want != 1) or (len(shape) == 4 and shape[-1] != want):
         raise ValueError(
             f"{f}: the model needs {want} modalities ({', '.join(meta.modalities)}),"
-            f" the file has shape {load_header(f).shape}"
+            f" the file has shape {shape}"
         )
-    return Case(_NII.sub("", f.name), (f,), None, four_d=ndim == 4)
+    return Case(_stem(f), (f,), None, four_d=len(shape) == 4)
 
 
 def _subject_case(d: Path, meta: ModelMeta) -> Case:
     images = []
     for m in meta.modalities:
-        found = [p for p in d.iterdir() if _NII.sub("", p.name).lower().endswith(f"_{m.lower()}")]
+        found = [p for p in d.iterdir() if _stem(p).lower().endswith(f"_{m.lower()}")]
         if not found:
             raise FileNotFoundError(f"{d}: missing modality {m!r} (a *_{m}.nii.gz file)")
+        if len(found) > 1:
+            raise ValueError(
+                f"{d}: {len(found)} files for modality {m!r}: {', '.join(p.name for p in found)}"
+            )
+        _file_case_shape(found[0])
         images.append(found[0])
     return Case(d.name, tuple(images), None)
+
+
+def _file_case_shape(f: Path) -> None:
+    shape = tuple(load_header(f).shape)
+    if len(shape) != 3 or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise ValueError(f"{f}: expected a 3D image of a sane size, header says {shape}")
+
+
+def output_paths(cases: list[Case], output: Path, overwrite: bool = False) -> list[Path]:
+    """Where each case's mask goes; refuses to write over an input, or over an existing file
+    unless ``overwrite``. ``output`` is a file for one input, else a folder."""
+    output = Path(output)
+    single = len(cases) == 1 and bool(_NII.search(output.name))
+    dests = [output] if single else [output / f"{c.case_id}{SEG_SUFFIX}" for c in cases]
+    inputs = {f.resolve() for c in cases for f in c.images}
+    for dest in dests:
+        if dest.resolve() in inputs:
+            raise ValueError(f"{dest}: is an input scan; refusing to overwrite it with a mask")
+        if dest.exists() and not overwrite:
+            raise FileExistsError(f"{dest}: exists (pass --overwrite to replace it)")
+    parent = output.parent if single else output
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{probe}: is a file, not a folder for the output")
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"{probe}: not writable")
+    return dests
 
 
 def predict_paths(
@@ -102,18 +164,25 @@ def predict_paths(
     output: Path,
     device: torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Predict every case; ``output`` is a file for one input, else a folder."""
+    """Predict every case; ``output`` is a file for one input, else a folder. All outputs
+    are checked (:func:`output_paths`) before the first scan is segmented."""
     device = device or pick_device()
     settings = PreprocessSettings.from_dict(meta.preprocessing)
-    single = len(cases) == 1 and _NII.search(str(output))
+    dests = output_paths(cases, output, overwrite)
     written = []
-    for i, case in enumerate(cases):
+    for i, (case, dest) in enumerate(zip(cases, dests)):
         image, _, geom = load_case(case, settings, meta.label_values)
+        bad = int((~np.isfinite(image)).sum())
+        if bad:
+            raise ValueError(
+                f"{case.images[0]}: {bad} NaN/Inf voxel(s); the intensity normalisation would "
+                "spread them over the whole scan (fix or mask the input)"
+            )
         image = preprocess_image(image, settings)
         labels = segment(model, meta, image, device)
         mask = invert_geometry(labels, geom).astype(np.uint8)
-        dest = Path(output) if single else Path(output) / f"{case.case_id}_seg.nii.gz"
         save_volume(dest, mask, np.asarray(geom.source_affine))
         written.append(dest)
         if progress:

@@ -3,6 +3,9 @@
 One experiment per config, one parent run per `voxnas run` (created on the driver before
 any trial), one child run per search trial and per retrain fold (tag ``mlflow.parentRunId``).
 A resumed trial re-attaches to its run by the Ray trial id and skips steps already logged.
+
+Over 300 lines by design: every MLflow call of the platform is here (the policy of what is
+logged and registered is in ``tracking_policy.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from voxnas.config import Config, flatten_config
@@ -28,7 +32,14 @@ from voxnas.platform.tracking_policy import (
     search_tags,
 )
 
-__all__ = ["ProtocolTracker", "TrialTracker", "ensure_experiment", "tracking_uri", "trial_tracker"]
+__all__ = [
+    "ProtocolTracker",
+    "TrialTracker",
+    "check_tracking_server",
+    "ensure_experiment",
+    "tracking_uri",
+    "trial_tracker",
+]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -55,6 +66,29 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = prev_env
+
+
+def check_tracking_server(cfg: Config, timeout: float = 10.0) -> None:
+    """Fail fast when the tracking store is a server that does not answer (MLflow's client
+    retries for minutes); sqlite and file stores need no check."""
+    import urllib.error
+    import urllib.request
+
+    if not cfg.tracking.enabled:
+        return
+    uri = tracking_uri(cfg)
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered (a server without /health, or auth in front of it)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConnectionError(
+            f"MLflow tracking server {uri}: no answer within {timeout:.0f} s ({reason})"
+        ) from None
 
 
 def ensure_experiment(cfg: Config) -> tuple[MlflowClient, str]:
@@ -200,13 +234,15 @@ class TrialTracker(_RunLogger):
         if res.rows:  # the final model has no test cases
             self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
             self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
-        model, meta = load_bundle(res.model_path)
+        _, meta = load_bundle(res.model_path)  # refuses anything but a voxnas bundle
         with using_tracking_uri(tracking_uri(self.cfg)), mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(
-                model,
+            # models-from-code: the model is this code file + the weights-only bundle; nothing
+            # in the logged model needs unpickling to load
+            info = mlflow.pyfunc.log_model(
                 name="model",
-                serialization_format="pickle",
-                extra_files=[str(res.model_path)],
+                python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                artifacts={"bundle": str(res.model_path)},
+                pip_requirements=["voxnas", "torch", "numpy"],
                 metadata={"voxnas": json.dumps(meta.to_dict())},
             )
         self.set_tags(retrain_tags(res, info.model_uri))
@@ -335,10 +371,22 @@ class ProtocolTracker(_RunLogger):
 
 def download_model_bundle(uri: str, dest: Path, store: str | None = None) -> Path:
     """Fetch a logged/registered model's voxnas bundle (``model.pt``) to ``dest`` from the
-    tracking ``store`` (default: ``MLFLOW_TRACKING_URI``)."""
-    with using_tracking_uri(store or mlflow.get_tracking_uri()):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-    found = sorted(local.rglob("model.pt"))
-    if not found:
+    tracking ``store`` (default: ``MLFLOW_TRACKING_URI``). Nothing of the MLflow model is
+    unpickled or run here: the bundle is then loaded with ``weights_only=True``."""
+    if not uri.startswith(("models:/", "runs:/", "file://", "mlflow-artifacts:/")):
+        raise FileNotFoundError(
+            f"{uri}: not a model file nor an MLflow URI (models:/NAME/VERSION, runs:/ID/model)"
+        )
+    store = store or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+        # MLflow would create an empty database here; there is nothing to find in it
+        raise FileNotFoundError(f"{uri}: no MLflow store at {store[len('sqlite:///') :]}")
+    try:
+        with using_tracking_uri(store):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as err:
+        raise FileNotFoundError(f"{uri}: {str(err).splitlines()[0][:300]}") from None
+    found = sorted(local.rglob("model.pt")) if local.is_dir() else [local]
+    if not found or found[0].name != "model.pt":
         raise FileNotFoundError(f"{uri}: no voxnas bundle (model.pt) among the model's files")
     return found[0]

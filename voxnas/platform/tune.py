@@ -6,6 +6,8 @@ rebuilds the config, opens its fold's data handle (prepared once by the driver),
 plain fold-engine function and reports. Checkpoints are the fold engine's own folders, handed
 to Tune each epoch and restored from ``tune.get_checkpoint()`` after a failure or
 ``Tuner.restore``: a trial resumes from *its own* checkpoint only.
+
+Over 300 lines by design: every Ray call of the platform is here, driver and trial side.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from voxnas.run_layout import fold_dirname
 __all__ = [
     "InterruptedStageError",
     "TuneReporter",
+    "check_ray_address",
     "init_ray",
     "retrain_trainable",
     "retrain_trials",
@@ -60,9 +63,32 @@ def _mlflow_env(cfg: Config, address: str | None) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
 
 
+def check_ray_address(cfg: Config, address: str | None, timeout: float = 10.0) -> None:
+    """Fail fast (before anything is written) when a Ray address does not answer: ray.init
+    on an unreachable address retries for minutes without a word."""
+    import socket
+
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto" or ray.is_initialized():
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected HOST:PORT (or ray://HOST:PORT)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConnectionError(
+            f"Ray address {address}: no answer within {timeout:.0f} s ({err}); is the "
+            "cluster up (`ray status` on the head)?"
+        ) from None
+
+
 def init_ray(cfg: Config, address: str | None = None) -> None:
     if ray.is_initialized():
         return
+    check_ray_address(cfg, address)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {**WORKER_ENV, **_mlflow_env(cfg, address)}}
     if address:
@@ -258,6 +284,18 @@ def _tracker(cfg: Config, config: dict[str, Any], stage: str, fold: int | None, 
     )
 
 
+def _tracked(tracker, run, finish: str):
+    """``run(tracker)``, then the tracker's ``finish`` step; the run is closed either way."""
+    try:
+        res = run(tracker)
+        if tracker is not None:
+            getattr(tracker, finish)(res)
+        return res
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
 def search_trainable(config: dict[str, Any]) -> None:
     from voxnas.trainables.search import run_search_fold
 
@@ -270,22 +308,14 @@ def search_trainable(config: dict[str, Any]) -> None:
     tracker = _tracker(
         cfg, config, "search", fold, f"search {fold_dirname(fold)} h{hp_tag(config)}"
     )
-    try:
-        res = run_search_fold(
-            cfg,
-            fold,
-            TuneReporter(),
-            tracker,
-            data=_handle(config, fold),
-            checkpoint_dir=state,
-            resume=resume,
-            log=print,
-        )
-        if tracker is not None:
-            tracker.finish_search(res)
-    finally:
-        if tracker is not None:
-            tracker.close()
+    data = _handle(config, fold)
+    res = _tracked(
+        tracker,
+        lambda trk: run_search_fold(
+            cfg, fold, TuneReporter(), trk, data=data, checkpoint_dir=state, resume=resume
+        ),
+        "finish_search",
+    )
     tune.report(
         {
             "final": True,
@@ -319,23 +349,14 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     resume = _restore_into(out_dir / "checkpoint")
     stage = "final" if fold is None else "retrain"
     tracker = _tracker(cfg, config, stage, fold, f"{stage} {arch} {fold_dirname(fold)}")
-    try:
-        res = run_retrain_fold(
-            cfg,
-            fold,
-            spec,
-            TuneReporter(),
-            tracker,
-            data=_handle(config, fold),
-            out_dir=out_dir,
-            resume=resume,
-            log=print,
-        )
-        if tracker is not None:
-            tracker.finish_retrain(res)
-    finally:
-        if tracker is not None:
-            tracker.close()
+    data = _handle(config, fold)
+    res = _tracked(
+        tracker,
+        lambda trk: run_retrain_fold(
+            cfg, fold, spec, TuneReporter(), trk, data=data, out_dir=out_dir, resume=resume
+        ),
+        "finish_retrain",
+    )
     tune.report(
         {
             "final": True,

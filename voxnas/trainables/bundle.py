@@ -65,6 +65,13 @@ def save_bundle(path: Path, model: nn.Module, meta: ModelMeta) -> Path:
     return path
 
 
+def _why(err: Exception) -> str:
+    if "weights only" in str(err).lower():
+        return "it holds Python objects that would run code when loaded: refused"
+    first = str(err).splitlines()[0][:300] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def load_bundle(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelMeta]:
     path = Path(path)
     if not path.is_file():
@@ -74,7 +81,13 @@ def load_bundle(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modu
         data = torch.load(path, map_location="cpu", weights_only=True)
         meta = ModelMeta.from_dict(data["meta"])
     except Exception as err:
-        raise ValueError(f"{path}: not a voxnas model bundle ({err})") from None
-    model = build_from_meta(meta)
-    model.load_state_dict(data["state_dict"])
+        raise ValueError(f"{path}: not a voxnas model bundle ({_why(err)})") from None
+    try:
+        model = build_from_meta(meta)
+        model.load_state_dict(data["state_dict"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:
+        first = str(err).splitlines()[0][:300]
+        raise ValueError(
+            f"{path}: the weights do not fit the bundle's metadata ({first})"
+        ) from None
     return model.to(device).eval(), meta

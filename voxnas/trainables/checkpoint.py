@@ -74,9 +74,13 @@ def load_checkpoint(folder: Path | None) -> dict[str, Any] | None:
             try:
                 return torch.load(f / "state.pt", map_location="cpu", weights_only=True)
             except Exception as err:
+                why = (
+                    "it holds Python objects that would run code when loaded: refused"
+                    if "weights only" in str(err).lower()
+                    else f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                )
                 raise CheckpointError(
-                    f"{f / 'state.pt'}: not a voxnas checkpoint ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:200]})"
+                    f"{f / 'state.pt'}: not a voxnas checkpoint ({why})"
                 ) from None
     return None
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BRATS_REGIONS", "make_loss", "make_target", "regions_from_indices", "soft_dice_loss"]
+from voxnas.data.layouts import BRATS_REGIONS
 
-BRATS_REGIONS = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+__all__ = ["BRATS_REGIONS", "make_loss", "make_target", "regions_from_indices", "soft_dice_loss"]
 
 
 def regions_from_indices(labels: torch.Tensor, label_values: Sequence[int]) -> torch.Tensor:
