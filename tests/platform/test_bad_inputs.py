@@ -257,7 +257,8 @@ def c_dataset_json_escape(e):
 
 def c_folds_more_than_cases(e):
     root = e.dataset()
-    return ["prepare", *e.data_args(root, "split.folds=9")[1:]], "split.folds=9: the dataset has only 4 cases"
+    args = e.data_args(root, "split.folds=9")[1:]
+    return ["prepare", *args], "split.folds=9: the dataset has only 4 cases"
 
 
 def c_duplicate_case_ids(e):
