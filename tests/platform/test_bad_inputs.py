@@ -385,6 +385,61 @@ def c_model_runs_uri_no_store(e):
     ], "runs:/deadbeef/model: no MLflow store"
 
 
+def c_model_runs_uri_unknown_run(e):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{e.tmp / 'store.db'}"
+    MlflowClient(uri).search_experiments()  # an existing, empty store
+    return [
+        "predict",
+        "--model",
+        "runs:/deadbeef/model",
+        "--tracking-uri",
+        uri,
+        "--input",
+        str(e.scan()),
+        "--output",
+        str(e.tmp / "o.nii.gz"),
+    ], "runs:/deadbeef/model: "
+
+
+def _zero_slice_spacing(path: Path, data: np.ndarray) -> Path:
+    """A NIfTI whose sform gives the slice axis zero length (nibabel will not write one)."""
+    import struct
+
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    raw = bytearray(path.read_bytes())
+    for off in (280, 296, 312):  # srow_x, srow_y, srow_z: zero their third entry
+        raw[off + 8 : off + 12] = struct.pack("<f", 0.0)
+    raw[252:256] = struct.pack("<hh", 0, 1)  # qform_code 0, sform_code 1
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def c_input_zero_spacing(e):
+    (e.tmp / "in").mkdir(exist_ok=True)
+    f = _zero_slice_spacing(e.tmp / "in" / "flat.nii", np.zeros((32, 32, 16), np.float32))
+    return [
+        "predict",
+        "--model",
+        str(bundle(e.tmp / "m.pt")),
+        "--input",
+        str(f),
+        "--output",
+        str(e.tmp / "o.nii.gz"),
+    ], "flat.nii: voxel spacing [1.0, 1.0, 0.0] mm"
+
+
+def c_training_zero_spacing(e):
+    root = write_synthetic(e.tmp / "paired", "paired", cases=2, shape=(32, 32, 16))
+    src = root / "images" / "synth_000.nii.gz"
+    data = np.asarray(nib.load(str(src)).dataobj)
+    src.unlink()
+    (root / "labels" / "synth_000.nii.gz").rename(root / "labels" / "synth_000.nii")
+    _zero_slice_spacing(root / "images" / "synth_000.nii", data)
+    return ["check-data", str(root)], "synth_000.nii: voxel spacing"
+
+
 def c_model_meta_mismatch(e):
     path = bundle(e.tmp / "m.pt")
     data = torch.load(path, weights_only=True)

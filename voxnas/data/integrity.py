@@ -21,6 +21,7 @@ __all__ = [
 ]
 
 AFFINE_TOL = 1e-3
+MIN_SPACING = 1e-4  # mm: a zero spacing would divide by zero when resampling
 
 
 class DataIntegrityError(ValueError):
@@ -74,6 +75,11 @@ def check_case(
                     path,
                     f"4D image has {data.shape[-1]} modalities, dataset declares {n_modalities}",
                 )
+            )
+        spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+        if not np.all(np.isfinite(spacing)) or spacing.min() < MIN_SPACING:
+            problems.append(
+                Problem(path, f"voxel spacing {np.round(spacing, 6).tolist()} mm in the affine")
             )
         if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
             bad = int((~np.isfinite(data)).sum())

@@ -104,6 +104,9 @@ def _file_case(f: Path, meta: ModelMeta) -> Case:
         raise ValueError(
             f"{f}: header claims {shape} = {np.prod(shape, dtype=np.float64):.3g} voxels"
         )
+    spacing = np.sqrt((np.asarray(load_header(f).affine)[:3, :3] ** 2).sum(0))
+    if not np.all(np.isfinite(spacing)) or spacing.min() < 1e-4:
+        raise ValueError(f"{f}: voxel spacing {np.round(spacing, 6).tolist()} mm in the affine")
     want = meta.in_channels
     if (len(shape) == 3 and want != 1) or (len(shape) == 4 and shape[-1] != want):
         raise ValueError(
