@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny import TINY_VNAS
 
 from voxnas.cli import main
 from voxnas.data.synthetic import write_synthetic
@@ -30,12 +31,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
 SMALL = [
-    "split.folds=2",
-    "patch.search=[32,32,16]",
-    "patch.train=[32,32,16]",
-    "patch.test=[32,32,16]",
-    "model.width=0.0625",
-    "model.psp=false",
+    *TINY_VNAS,
     "search.epochs=1",
     "search.iterations_per_epoch=1",
     "search.warmup_epochs=0",
@@ -93,6 +89,12 @@ def bundle(path: Path, modalities=("CT",)) -> Path:
     )
     model = create_model("P3D/P3D", len(modalities), 2, width=0.0625, psp=False)
     return save_bundle(path, model, meta)
+
+
+def predict_argv(e, scan, output, model=None) -> list[str]:
+    """``voxnas predict`` with a tiny single-channel bundle unless ``model`` is given."""
+    model = model or bundle(e.tmp / "m.pt")
+    return ["predict", "--model", str(model), "--input", str(scan), "--output", str(output)]
 
 
 @dataclass
@@ -419,15 +421,7 @@ def _zero_slice_spacing(path: Path, data: np.ndarray) -> Path:
 def c_input_zero_spacing(e):
     (e.tmp / "in").mkdir(exist_ok=True)
     f = _zero_slice_spacing(e.tmp / "in" / "flat.nii", np.zeros((32, 32, 16), np.float32))
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(f),
-        "--output",
-        str(e.tmp / "o.nii.gz"),
-    ], "flat.nii: voxel spacing [1.0, 1.0, 0.0] mm"
+    return predict_argv(e, f, e.tmp / "o.nii.gz"), "flat.nii: voxel spacing [1.0, 1.0, 0.0] mm"
 
 
 def c_training_zero_spacing(e):
@@ -458,66 +452,26 @@ def c_model_meta_mismatch(e):
 
 def c_output_is_input(e):
     scan = e.scan()
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(scan),
-        "--output",
-        str(scan),
-    ], "is an input scan; refusing to overwrite it"
+    return predict_argv(e, scan, scan), "is an input scan; refusing to overwrite it"
 
 
 def c_output_exists(e):
     out = nii(e.tmp / "prev" / "scan_seg.nii.gz", np.zeros((4, 4, 4), np.uint8))
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(e.scan()),
-        "--output",
-        str(out),
-    ], "scan_seg.nii.gz: exists (pass --overwrite"
+    return predict_argv(e, e.scan(), out), "scan_seg.nii.gz: exists (pass --overwrite"
 
 
 def c_input_nan(e):
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(e.scan(nan=True)),
-        "--output",
-        str(e.tmp / "o.nii.gz"),
-    ], "scan.nii.gz: 1 NaN/Inf voxel(s)"
+    return predict_argv(e, e.scan(nan=True), e.tmp / "o.nii.gz"), "scan.nii.gz: 1 NaN/Inf voxel(s)"
 
 
 def c_input_2d(e):
     f = nii(e.tmp / "in" / "flat.nii.gz", np.zeros((32, 32), np.float32))
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(f),
-        "--output",
-        str(e.tmp / "o.nii.gz"),
-    ], "flat.nii.gz: a 2D image"
+    return predict_argv(e, f, e.tmp / "o.nii.gz"), "flat.nii.gz: a 2D image"
 
 
 def c_input_5d(e):
     f = nii(e.tmp / "in" / "five.nii.gz", np.zeros((8, 8, 8, 1, 2), np.float32))
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(f),
-        "--output",
-        str(e.tmp / "o.nii.gz"),
-    ], "five.nii.gz: a 5D image"
+    return predict_argv(e, f, e.tmp / "o.nii.gz"), "five.nii.gz: a 5D image"
 
 
 def _huge_header(path: Path) -> Path:
@@ -531,15 +485,7 @@ def _huge_header(path: Path) -> Path:
 
 def c_input_huge_header(e):
     f = _huge_header(e.tmp / "in" / "huge.nii")
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(f),
-        "--output",
-        str(e.tmp / "o.nii.gz"),
-    ], "huge.nii: header claims"
+    return predict_argv(e, f, e.tmp / "o.nii.gz"), "huge.nii: header claims"
 
 
 def c_patches_huge_header(e):
@@ -549,15 +495,7 @@ def c_patches_huge_header(e):
 def c_brats_folder_single_channel(e):
     root = write_synthetic(e.tmp / "brats", "brats", cases=1, shape=(32, 32, 16))
     sub = next(d for d in root.iterdir() if d.is_dir())
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(sub),
-        "--output",
-        str(e.tmp / "out"),
-    ], "a BraTS subject folder"
+    return predict_argv(e, sub, e.tmp / "out"), "a BraTS subject folder"
 
 
 def c_brats_subject_two_t1(e):
@@ -578,15 +516,7 @@ def c_brats_subject_two_t1(e):
 
 def c_output_under_a_file(e):
     (e.tmp / "afile").write_text("x")
-    return [
-        "predict",
-        "--model",
-        str(bundle(e.tmp / "m.pt")),
-        "--input",
-        str(e.scan()),
-        "--output",
-        str(e.tmp / "afile" / "o.nii.gz"),
-    ], "afile"
+    return predict_argv(e, e.scan(), e.tmp / "afile" / "o.nii.gz"), "afile"
 
 
 def c_ensemble_without_run(e):

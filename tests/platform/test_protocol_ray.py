@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import TINY_VNAS
 
 from voxnas.config import load_config
 
@@ -23,15 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 TINY = [
-    "data.synthetic.cases=6",
-    "data.synthetic.shape=[32,32,16]",
-    "split.folds=2",
-    "patch.search=[32,32,16]",
-    "patch.train=[32,32,16]",
-    "patch.test=[32,32,16]",
+    *TINY_VNAS,
     "patch.batch_size=2",
-    "model.width=0.0625",
-    "model.psp=false",
     "search.epochs=3",
     "search.iterations_per_epoch=2",
     "search.warmup_epochs=1",

@@ -15,20 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import TINY_VNAS
 
 from voxnas.config import load_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
+    *TINY_VNAS,
     "data.synthetic.cases=4",
-    "data.synthetic.shape=[32,32,16]",
-    "split.folds=2",
-    "patch.search=[32,32,16]",
-    "patch.train=[32,32,16]",
-    "patch.test=[32,32,16]",
-    "model.width=0.0625",
-    "model.psp=false",
     "retrain.epochs=1",
     "retrain.iterations_per_epoch=1",
     "retrain.bn_recalibration=1",

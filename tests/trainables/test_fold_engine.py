@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny import TINY_NAS3D, TINY_VNAS
 
 from voxnas.config import load_config
 from voxnas.data import nifti
@@ -19,14 +20,7 @@ from voxnas.trainables.search import run_search_fold
 pytestmark = pytest.mark.integration
 
 TINY = [
-    "data.synthetic.cases=6",
-    "data.synthetic.shape=[32,32,16]",
-    "split.folds=2",
-    "patch.search=[32,32,16]",
-    "patch.train=[32,32,16]",
-    "patch.test=[32,32,16]",
-    "model.width=0.0625",
-    "model.psp=false",
+    *TINY_VNAS,
     "search.epochs=2",
     "search.iterations_per_epoch=2",
     "search.warmup_epochs=1",
@@ -37,18 +31,7 @@ TINY = [
 ]
 
 NAS3D = [
-    "data.root=null",
-    "data.synthetic.layout=brats",
-    "data.synthetic.cases=5",
-    "data.synthetic.shape=[16,16,16]",
-    "split.folds=2",
-    "patch.search=[16,16,16]",
-    "patch.train=[16,16,16]",
-    "patch.test=[16,16,16]",
-    "patch.elastic_prob=0",
-    "patch.rotate_degrees=0",
-    "model.depth=2",
-    "model.init_kernels=2",
+    *TINY_NAS3D,
     "search.epochs=4",
     "search.iterations_per_epoch=2",
     "search.warmup_epochs=1",

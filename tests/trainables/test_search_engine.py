@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_NAS3D, TINY_VNAS
 from torch import nn
 
 from voxnas.config import load_config
@@ -68,15 +69,8 @@ def test_planted_optimum_found_in_9_of_10_seeds():
 def _tiny_cfg(tmp_path, space="vnas", **extra):
     if space == "vnas":
         sets = [
-            "data.synthetic.cases=6",
-            "data.synthetic.shape=[32,32,16]",
-            "split.folds=2",
-            "patch.search=[32,32,16]",
-            "patch.train=[32,32,16]",
-            "patch.test=[32,32,16]",
+            *TINY_VNAS,
             "patch.batch_size=2",
-            "model.width=0.0625",
-            "model.psp=false",
             "search.epochs=4",
             "search.iterations_per_epoch=2",
             "search.warmup_epochs=1",
@@ -85,17 +79,7 @@ def _tiny_cfg(tmp_path, space="vnas", **extra):
         path = "configs/demo.yaml"
     else:
         sets = [
-            "data.root=null",
-            "data.synthetic.layout=brats",
-            "data.synthetic.cases=5",
-            "data.synthetic.shape=[16,16,16]",
-            "split.folds=2",
-            "patch.search=[16,16,16]",
-            "patch.train=[16,16,16]",
-            "patch.elastic_prob=0",
-            "patch.rotate_degrees=0",
-            "model.depth=2",
-            "model.init_kernels=2",
+            *TINY_NAS3D,
             "search.epochs=6",
             "search.iterations_per_epoch=2",
             "search.stop_count=3",
