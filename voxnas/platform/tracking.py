@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in trial logs
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -235,7 +237,13 @@ class TrialTracker(_RunLogger):
             self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
             self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
         _, meta = load_bundle(res.model_path)  # refuses anything but a voxnas bundle
-        with using_tracking_uri(tracking_uri(self.cfg)), mlflow.start_run(run_id=self.run_id):
+        with (
+            using_tracking_uri(tracking_uri(self.cfg)),
+            mlflow.start_run(run_id=self.run_id),
+            warnings.catch_warnings(),
+        ):
+            # type hints would make MLflow validate inputs our predict() checks itself
+            warnings.filterwarnings("ignore", message="Add type hints", category=UserWarning)
             # models-from-code: the model is this code file + the weights-only bundle; nothing
             # in the logged model needs unpickling to load
             info = mlflow.pyfunc.log_model(

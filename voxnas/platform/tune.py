@@ -45,6 +45,7 @@ class InterruptedStageError(RuntimeError):
 WORKER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PYTHONUNBUFFERED": "1",
 }
 # per-epoch checkpoints with num_to_keep force frequent experiment snapshots; they are small
