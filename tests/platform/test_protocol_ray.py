@@ -296,3 +296,35 @@ def test_interrupted_run_resumes_without_rerunning_finished_trials(tmp_path):
         epochs=6,
         model_name="voxnas-demo",
     )
+
+
+def test_single_search_nas3dunet_protocol(local_ray, tmp_path):
+    """Seed 002's protocol: one search over every training case (``search.folds: one``),
+    its Table 2 genotype retrained per fold and on every case; the final model registered."""
+    from tiny import NAS3D_CONFIG, TINY_NAS3D
+
+    from voxnas.platform.orchestration import run_protocol
+
+    sets = [
+        *TINY_NAS3D,
+        f"workdir={tmp_path}",
+        "search.folds=one",
+        "search.epochs=3",
+        "search.iterations_per_epoch=2",
+        "search.warmup_epochs=1",
+        "search.stop_count=2",
+        "retrain.epochs=1",
+        "retrain.iterations_per_epoch=1",
+        "ray.cpus_per_trial=1",
+    ]
+    cfg = load_config(NAS3D_CONFIG, sets)
+    out = run_protocol(cfg)
+    search = cfg.layout.search
+    assert sorted(p.name for p in search.iterdir() if p.is_dir()) == ["all"]
+    result = json.loads(cfg.layout.search_result(None).read_text())
+    assert result["fold"] is None and result["history"]
+    aggregate = json.loads(cfg.layout.aggregate.read_text())
+    assert aggregate["genotype"] == result["genotype"]  # the single search's genotype
+    assert out.final_model is not None and out.final_model.is_file()
+    assert out.model_uri == "models:/nas3dunet-brats/1"
+    assert len(_trial_rows(cfg.run_dir.resolve() / "tune" / "search")) == 1
