@@ -75,3 +75,19 @@ def test_a_search_trial_without_a_fold_is_an_error():
     assert _trial_fold({"__trial_index__": 0, "folds": [None]}) is None
     with pytest.raises(ValueError, match="names no fold"):
         _trial_fold({"voxnas": {}})  # used to become fold 0 silently
+
+
+def test_a_reattached_trial_keeps_its_whole_alpha_history(tmp_path):
+    """After a restart the trajectory plot covers the epochs logged before it too."""
+    from voxnas.config import load_config
+    from voxnas.platform.tracking import TrialTracker
+
+    cfg = load_config(None, [f"workdir={tmp_path}"])
+    first = TrialTracker(cfg, None, "search", 0, "search fold0", "trial-a", [])
+    for step in range(3):
+        first.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.3 + 0.1 * step}, step)
+    again = TrialTracker(cfg, None, "search", 0, "search fold0", "trial-a", [])  # restart
+    assert again.run_id == first.run_id and again.last_step == 2
+    again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.6}, 2)  # re-run epoch: not logged
+    again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.7}, 3)
+    assert [h["alpha/enc00/2d"] for h in again.alpha_history] == pytest.approx([0.3, 0.4, 0.6, 0.7])

@@ -188,7 +188,14 @@ class TrialTracker(_RunLogger):
                 )
         history = self.client.get_metric_history(self.run_id, "train_loss")
         self.last_step = max((m.step for m in history), default=-1)
-        self.alpha_history: list[dict[str, float]] = []
+        # softmax(alpha) per epoch for the trajectory plot; a re-attached trial first reads
+        # back what it logged before its restart, so the plot covers every epoch
+        self.alpha_by_step: dict[int, dict[str, float]] = {}
+        if found:
+            for key in self.client.get_run(self.run_id).data.metrics:
+                if key.startswith("alpha/"):
+                    for m in self.client.get_metric_history(self.run_id, key):
+                        self.alpha_by_step.setdefault(m.step, {})[key] = m.value
         self.jsonl = ""
         if found:
             try:
@@ -198,8 +205,14 @@ class TrialTracker(_RunLogger):
             except Exception:
                 self.jsonl = ""
 
+    @property
+    def alpha_history(self) -> list[dict[str, float]]:
+        return [self.alpha_by_step[s] for s in sorted(self.alpha_by_step)]
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.alpha_history.append({k: v for k, v in metrics.items() if k.startswith("alpha/")})
+        alphas = {k: v for k, v in metrics.items() if k.startswith("alpha/")}
+        if alphas:
+            self.alpha_by_step[step] = alphas
         if step <= self.last_step:  # already logged before a restart
             return
         _log_metrics(self.client, self.run_id, metrics, step)
