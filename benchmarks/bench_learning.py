@@ -16,6 +16,7 @@ import numpy as np
 from _common import write_results
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "trainables"))
 from test_learning import (  # noqa: E402
     LEARNING_SEEDS,
     LEARNING_SETTINGS,

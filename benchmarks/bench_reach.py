@@ -13,6 +13,7 @@ from pathlib import Path
 from _common import write_results
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "trainables"))
 from test_planted import decoy_fraction_beyond, slice_reach  # noqa: E402
 
 

@@ -304,6 +304,11 @@ def _prepare(cfg):
 
 
 def _valid_fold(cfg, fold: int) -> bool:
+    if cfg.search.folds == "one":
+        raise click.ClickException(
+            "search.folds is 'one' (a single search over every case): run `voxnas search "
+            "CONFIG` without --fold"
+        )
     if not 0 <= fold < cfg.split.folds:
         raise click.ClickException(
             f"--fold {fold}: there are {cfg.split.folds} folds (0..{cfg.split.folds - 1})"

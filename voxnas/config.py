@@ -55,7 +55,12 @@ Positive = Annotated[float, Field(gt=0)]
 
 
 # a config name is a folder name under the workdir: no separators, no "..", no leading dot
+RESERVED_NAMES = {"cache", "data", "mlartifacts", "mlflow.db"}  # other workdir entries
+
+
 def _safe_name(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is the name of another workdir entry; choose another")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
         raise ValueError(
             f"{name!r} is not a folder name (letters, digits, '.', '_', '-'; no '/', no "

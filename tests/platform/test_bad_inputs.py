@@ -172,7 +172,7 @@ def c_patch_not_divisible(e):
 
 def c_patch_larger_than_phantoms(e):
     args = ["--set", f"workdir={e.tmp / 'w'}", "--set", "patch.train=[64,64,32]"]
-    return ["prepare", DEMO, *args], "patch.train (64, 64, 32) is larger than case"
+    return ["prepare", DEMO, *args], "patch.train (64, 64, 32) is larger than every volume"
 
 
 def c_patch_zero(e):
@@ -257,6 +257,22 @@ def c_dataset_json_escape(e):
     return ["prepare", *e.data_args(root)[1:]], "escapes the dataset root"
 
 
+def c_dataset_json_test_entry(e):
+    root = e.dataset()
+    _edit_json(root / "dataset.json", lambda d: d.update(test=[{"label": "x.nii.gz"}]))
+    return ["prepare", *e.data_args(root)[1:]], "dataset.json: test[0] has no 'image'"
+
+
+def c_name_reserved(e):
+    return ["prepare", DEMO, "--set", "name=cache"], "'cache' is the name of another workdir"
+
+
+def c_two_inputs_one_output(e):
+    e.scan("a.nii.gz")
+    nii(e.tmp / "in" / "a.nii", np.zeros((32, 32, 16), np.float32))
+    return predict_argv(e, e.tmp / "in", e.tmp / "out"), "both would be written to"
+
+
 def c_folds_more_than_cases(e):
     root = e.dataset()
     args = e.data_args(root, "split.folds=9")[1:]
@@ -322,7 +338,7 @@ def c_nan_in_training_image(e):
 def c_patch_larger_than_volume(e):
     root = e.dataset()
     args = e.data_args(root, "patch.train=[64,32,16]", "patch.search=[64,32,16]")
-    return ["prepare", *args[1:]], "patch.search (64, 32, 16) is larger than case"
+    return ["prepare", *args[1:]], "patch.search (64, 32, 16) is larger than every volume"
 
 
 def c_corrupt_cache(e):

@@ -91,3 +91,58 @@ def test_a_reattached_trial_keeps_its_whole_alpha_history(tmp_path):
     again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.6}, 2)  # re-run epoch: not logged
     again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.7}, 3)
     assert [h["alpha/enc00/2d"] for h in again.alpha_history] == pytest.approx([0.3, 0.4, 0.6, 0.7])
+
+
+def test_a_genotype_file_is_resolved_on_the_driver(tmp_path, monkeypatch):
+    """Trials run in their own folders: a relative genotype path must not travel to them."""
+    import json
+
+    from voxnas.config import load_config
+    from voxnas.platform.orchestration import _job
+    from voxnas.search_spaces.genotypes import VNASGenotype
+
+    code = "[0 0 0, 0 0 0 1, 2 0 2 0 2 2, 0 0 0] [0 0 1 0 1]"
+    (tmp_path / "mine.json").write_text(json.dumps(VNASGenotype.parse(code).to_dict()))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [f"workdir={tmp_path}"])
+    job = _job(cfg, "mine.json", 1)
+    assert job["arch"] == "mine" and json.loads(job["genotype_json"])["code"] == code
+    assert job["out_dir"].endswith("retrain/mine/fold1")
+    named = _job(cfg, "P3D/P3D", None)
+    assert named["genotype_json"] is None and named["out_dir"].endswith("final/P3D-P3D")
+
+
+def test_single_modality_scans_named_like_a_brats_modality_are_inputs(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from voxnas.platform.predict import find_inputs
+
+    for name in ("case01_t2.nii.gz", "case02_t2.nii.gz", "case01_t2_seg.nii.gz"):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(tmp_path / name))
+
+    class Meta:
+        modalities, in_channels = ["T2"], 1
+
+    cases = find_inputs(tmp_path, Meta())
+    assert [c.case_id for c in cases] == ["case01_t2", "case02_t2"]  # the _seg file skipped
+
+
+def test_patches_pad_a_few_thin_cases_but_not_all(tmp_path):
+    from voxnas.config import load_config
+    from voxnas.data.prepare import check_patch_fits
+
+    class Cache:
+        index = {"cases": {"a": {"shape": [1, 32, 32, 16]}, "b": {"shape": [1, 32, 32, 32]}}}
+
+    lines: list[str] = []
+    cfg = load_config(
+        None, [f"workdir={tmp_path}", "patch.search=[32,32,32]", "patch.train=[32,32,32]"]
+    )
+    check_patch_fits(cfg, Cache(), lines.append)
+    assert len(lines) == 2 and "larger than 1 of 2 cases" in lines[0]
+    cfg = load_config(
+        None, [f"workdir={tmp_path}", "patch.search=[64,32,32]", "patch.train=[32,32,32]"]
+    )
+    with pytest.raises(ValueError, match="larger than every volume"):
+        check_patch_fits(cfg, Cache(), lines.append)

@@ -45,8 +45,10 @@ def cache_key(ds: Dataset, settings: PreprocessSettings) -> str:
     )
     for case in ds.cases:
         for f in case.files:
-            st = f.stat()
-            h.update(f"{case.case_id}|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            # a missing file keys as such; the integrity check then reports it
+            st = f.stat() if f.exists() else None
+            stamp = f"{st.st_size}|{st.st_mtime_ns}" if st else "missing"
+            h.update(f"{case.case_id}|{f.resolve()}|{stamp}\n".encode())
     return h.hexdigest()[:20]
 
 

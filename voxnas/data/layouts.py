@@ -148,6 +148,9 @@ def _msd_images(root: Path, rel: str, n_mod: int, where: str) -> tuple[tuple[Pat
     ext = path.name[len(stem) :]
     channels = tuple(path.with_name(f"{stem}_{i:04d}{ext}") for i in range(n_mod))
     if channels[0].exists():
+        for c in channels:
+            if c.exists():
+                _contained(root, c)
         return channels, False
     return (path,), True
 
@@ -182,7 +185,10 @@ def _read_msd(root: Path) -> Dataset:
     if not isinstance(test_list, list):
         raise DatasetError(f"{meta_path}: 'test' must be a list")
     for i, rel in enumerate(test_list):
-        rel = rel["image"] if isinstance(rel, dict) else rel
+        if isinstance(rel, dict):
+            if "image" not in rel:
+                raise DatasetError(f"{meta_path}: test[{i}] has no 'image'")
+            rel = rel["image"]
         images, four_d = _msd_images(root, rel, len(mods), f"test[{i}]")
         tests.append(Case(_strip_nii(Path(rel).name), images, None, four_d))
     return Dataset(root, "msd", mods, labels, tuple(cases), tuple(tests))

@@ -171,19 +171,28 @@ class PreparedData:
         return stats
 
 
-def check_patch_fits(cfg: Config, cache: VolumeCache) -> None:
-    """Training patches larger than a volume would be mostly zero padding (a loss in the
-    millions, nothing learnt): refuse them, naming the sizes and the case."""
-    cases = cache.index["cases"]
+def check_patch_fits(cfg: Config, cache: VolumeCache, log: Callable[[str], None] = print) -> None:
+    """Training patches are zero-padded where a volume is smaller (as in nnU-Net): fine for a
+    few thin scans (logged), garbage when the patch exceeds *every* volume along an axis (a
+    loss in the millions, nothing learnt): refused, naming the sizes."""
+    shapes = {cid: tuple(m["shape"][-3:]) for cid, m in cache.index["cases"].items()}
     for which in ("search", "train"):
         patch = tuple(getattr(cfg.patch, which))
-        for cid, meta in cases.items():
-            shape = tuple(meta["shape"][-3:])
-            if any(p > s for p, s in zip(patch, shape)):
-                raise ValueError(
-                    f"patch.{which} {patch} is larger than case {cid!r} {shape} (after "
-                    "preprocessing): choose patches no larger than the volumes"
-                )
+        small = {c: s for c, s in shapes.items() if any(p > n for p, n in zip(patch, s))}
+        if not small:
+            continue
+        largest = tuple(max(s[a] for s in shapes.values()) for a in range(3))
+        if any(p > n for p, n in zip(patch, largest)):
+            cid, shape = next(iter(small.items()))
+            raise ValueError(
+                f"patch.{which} {patch} is larger than every volume along an axis (largest "
+                f"{largest}, e.g. case {cid!r} {shape}, after preprocessing): choose patches no "
+                "larger than the volumes"
+            )
+        log(
+            f"note: patch.{which} {patch} is larger than {len(small)} of {len(shapes)} cases "
+            f"(e.g. {next(iter(small))!r} {next(iter(small.values()))}); those are zero-padded"
+        )
 
 
 def write_split_files(prep: PreparedData) -> None:
@@ -212,6 +221,6 @@ def prepare_data(cfg: Config, log: Callable[[str], None] = print) -> PreparedDat
         ),
     )
     log(f"cache {cache.path}")
-    check_patch_fits(cfg, cache)
+    check_patch_fits(cfg, cache, log)
     folds = load_or_make_splits(cfg.layout.folds_json, ds.case_ids, cfg.split.folds, cfg.split.seed)
     return PreparedData(cfg, ds, cache, folds)

@@ -101,8 +101,13 @@ def run_demo(cfg: Config, address: str | None = None, resume: bool = False, log=
         model, meta = load_model(out.model_uri, None, tracking_uri(cfg))
         name = held_out[0].name if held_out[0].is_file() else f"{held_out[0].name}_seg.nii.gz"
         dest = cfg.layout.predictions.resolve() / name
-        written = predict_paths(
-            model, meta, find_inputs(held_out[0], meta), dest, next(model.parameters()).device
+        written = predict_paths(  # the demo's own output, rewritten by --resume
+            model,
+            meta,
+            find_inputs(held_out[0], meta),
+            dest,
+            next(model.parameters()).device,
+            overwrite=True,
         )
         prediction = written[0]
         log(f"predicted held-out {held_out[0]} with {out.model_uri} -> {prediction}")

@@ -23,6 +23,7 @@ from voxnas.data.prepare import FoldData, PreparedData, prepare_data, write_spli
 from voxnas.evaluation.tables import results_tables
 from voxnas.run_layout import fold_dirname
 from voxnas.search_spaces.genotypes import genotype_from_json
+from voxnas.search_spaces.registry import list_models, resolve_architecture
 from voxnas.trainables.aggregate import aggregate_stage
 from voxnas.trainables.records import (
     collect_retrain_rows,
@@ -143,11 +144,21 @@ def run_search_stage(
 
 
 def _job(cfg: Config, spec, fold: int | None) -> dict[str, Any]:
-    name = spec if isinstance(spec, str) else "searched"
+    """One retrain trial: a registered name travels as is; a genotype (the searched one, a
+    code or a .json file, resolved here on the driver: trials run in their own folders)
+    travels as JSON under its name."""
+    genotype = None
+    if not isinstance(spec, str):
+        name, genotype = "searched", spec
+    elif spec in list_models():
+        name = spec
+    else:
+        arch = resolve_architecture(spec)  # ValueError naming an unknown spec
+        name, genotype = arch.name, arch.genotype
     out = cfg.layout.final(name) if fold is None else cfg.layout.retrain_fold(name, fold)
     return {
         "arch": name,
-        "genotype_json": None if isinstance(spec, str) else json.dumps(spec.to_dict()),
+        "genotype_json": None if genotype is None else json.dumps(genotype.to_dict()),
         "fold": fold,
         "out_dir": str(out),
     }
@@ -174,8 +185,11 @@ def run_retrain_stage(
         jobs.append(_job(cfg, genotype, None))
 
     def finished(job: dict[str, Any]) -> bool:
+        """Trained, evaluated and (with tracking) logged: a job that crashed while logging
+        its model to MLflow is run again (its Tune checkpoint makes that cheap)."""
         out = Path(job["out_dir"])
-        return (out / ("model.pt" if job["fold"] is None else "metrics.json")).is_file()
+        done = (out / ("model.pt" if job["fold"] is None else "metrics.json")).is_file()
+        return done and (not cfg.tracking.enabled or (out / ".tracked").is_file())
 
     if resume and all(finished(j) for j in jobs):
         print("retrain stage already finished; reusing it")

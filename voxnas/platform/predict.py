@@ -77,9 +77,10 @@ def find_inputs(
         log(f"skipping {len(skipped)} *_seg file(s) in {path} (masks, not scans)")
     suffixes = [f"_{m.lower()}" for m in BRATS_MODALITIES]
     brats_like = [f for f in files if any(_stem(f).lower().endswith(s) for s in suffixes)]
+    kinds = {s for f in brats_like for s in suffixes if _stem(f).lower().endswith(s)}
     if len(meta.modalities) > 1 and brats_like:
         return [_subject_case(path, meta)]
-    if len(meta.modalities) == 1 and len(brats_like) >= 2:
+    if len(meta.modalities) == 1 and len(kinds) >= 2:  # t1 + t2 + ...: one subject's scans
         raise ValueError(
             f"{path}: a BraTS subject folder ({', '.join(f.name for f in brats_like)}), but the "
             f"model takes one modality ({meta.modalities[0]})"
@@ -96,17 +97,26 @@ def _stem(f: Path) -> str:
     return _NII.sub("", f.name)
 
 
-def _file_case(f: Path, meta: ModelMeta) -> Case:
-    shape = tuple(load_header(f).shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(f"{f}: a {len(shape)}D image (shape {shape}); expected 3D or 4D")
+def _check_header(f: Path, ndims=(3, 4)) -> tuple[int, ...]:
+    """The header's shape; ValueError naming ``f`` for a wrong rank, an absurd size or a
+    degenerate voxel spacing (checked before any voxel is decoded)."""
+    img = load_header(f)
+    shape = tuple(img.shape)
+    if len(shape) not in ndims:
+        want = " or ".join(f"{n}D" for n in ndims)
+        raise ValueError(f"{f}: a {len(shape)}D image (shape {shape}); expected {want}")
     if int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
         raise ValueError(
             f"{f}: header claims {shape} = {np.prod(shape, dtype=np.float64):.3g} voxels"
         )
-    spacing = np.sqrt((np.asarray(load_header(f).affine)[:3, :3] ** 2).sum(0))
+    spacing = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
     if not np.all(np.isfinite(spacing)) or spacing.min() < 1e-4:
         raise ValueError(f"{f}: voxel spacing {np.round(spacing, 6).tolist()} mm in the affine")
+    return shape
+
+
+def _file_case(f: Path, meta: ModelMeta) -> Case:
+    shape = _check_header(f)
     want = meta.in_channels
     if (len(shape) == 3 and want != 1) or (len(shape) == 4 and shape[-1] != want):
         raise ValueError(
@@ -126,15 +136,15 @@ def _subject_case(d: Path, meta: ModelMeta) -> Case:
             raise ValueError(
                 f"{d}: {len(found)} files for modality {m!r}: {', '.join(p.name for p in found)}"
             )
-        _file_case_shape(found[0])
+        _check_header(found[0], ndims=(3,))
         images.append(found[0])
+    ref = tuple(load_header(images[0]).shape)
+    for f in images[1:]:
+        if tuple(load_header(f).shape) != ref:
+            raise ValueError(
+                f"{f}: shape {tuple(load_header(f).shape)} differs from {images[0].name} {ref}"
+            )
     return Case(d.name, tuple(images), None)
-
-
-def _file_case_shape(f: Path) -> None:
-    shape = tuple(load_header(f).shape)
-    if len(shape) != 3 or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
-        raise ValueError(f"{f}: expected a 3D image of a sane size, header says {shape}")
 
 
 def output_paths(cases: list[Case], output: Path, overwrite: bool = False) -> list[Path]:
@@ -144,6 +154,14 @@ def output_paths(cases: list[Case], output: Path, overwrite: bool = False) -> li
     single = len(cases) == 1 and bool(_NII.search(output.name))
     dests = [output] if single else [output / f"{c.case_id}{SEG_SUFFIX}" for c in cases]
     inputs = {f.resolve() for c in cases for f in c.images}
+    seen: dict[Path, Case] = {}
+    for case, dest in zip(cases, dests):
+        if dest.resolve() in seen:
+            raise ValueError(
+                f"{case.images[0]} and {seen[dest.resolve()].images[0]}: both would be "
+                f"written to {dest} (same case id)"
+            )
+        seen[dest.resolve()] = case
     for dest in dests:
         if dest.resolve() in inputs:
             raise ValueError(f"{dest}: is an input scan; refusing to overwrite it with a mask")
@@ -177,10 +195,12 @@ def predict_paths(
     written = []
     for i, (case, dest) in enumerate(zip(cases, dests)):
         image, _, geom = load_case(case, settings, meta.label_values)
-        bad = int((~np.isfinite(image)).sum())
-        if bad:
+        bad = (~np.isfinite(image)).reshape(image.shape[0], -1).sum(1)
+        if bad.any():
+            c = int(np.argmax(bad > 0))
+            where = case.images[0] if case.four_d else case.images[c]
             raise ValueError(
-                f"{case.images[0]}: {bad} NaN/Inf voxel(s); the intensity normalisation would "
+                f"{where}: {int(bad[c])} NaN/Inf voxel(s); the intensity normalisation would "
                 "spread them over the whole scan (fix or mask the input)"
             )
         image = preprocess_image(image, settings)

@@ -136,9 +136,12 @@ def _fit(
     resume: bool,
     search_alg=None,
     num_samples: int = 1,
+    tolerate_errors: bool = False,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Run (or with ``resume`` restore) the Tuner ``name``; returns (config, final metrics)
-    per trial. Failed trials raise; unfinished ones raise :class:`InterruptedStageError`."""
+    per finished trial. Failed trials raise, unless ``tolerate_errors`` (hyperparameter
+    search: a diverging set is dropped and the others compete); unfinished ones raise
+    :class:`InterruptedStageError`."""
     gpus = cfg.ray.gpus_per_trial if _has_gpus() else 0.0
     trainable = tune.with_resources(trainable, {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus})
     path = cfg.layout.tune_stage(name)
@@ -169,15 +172,17 @@ def _fit(
         )
     grid = tuner.fit()
     errors = [r.error for r in grid if r.error is not None]
-    if errors:
+    if errors and not (tolerate_errors and len(errors) < len(grid)):
         raise RuntimeError(f"{len(errors)} {name} trial(s) failed; first error: {errors[0]}")
-    unfinished = [r for r in grid if not (r.metrics or {}).get("final")]
+    for err in errors:
+        print(f"{name}: a trial failed and is left out: {str(err).splitlines()[0][:300]}")
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")]
     if unfinished:
         raise InterruptedStageError(
             f"{name} stage interrupted with {len(unfinished)} unfinished trial(s); "
             f"state saved under {path}: rerun with --resume"
         )
-    return [(dict(r.config), dict(r.metrics)) for r in grid]
+    return [(dict(r.config), dict(r.metrics)) for r in grid if r.error is None]
 
 
 def _base(cfg: Config, handles: dict[str, FoldData], parent_run_id: str | None) -> dict:
@@ -208,7 +213,14 @@ def search_trials(
             OptunaSearch(metric="val_dice", mode="max", seed=cfg.seed), repeat=k, set_index=True
         )
         return _fit(
-            cfg, "search", search_trainable, {**base, **space}, resume, alg, cfg.ray.num_samples * k
+            cfg,
+            "search",
+            search_trainable,
+            {**base, **space},
+            resume,
+            alg,
+            cfg.ray.num_samples * k,
+            tolerate_errors=True,
         )
     return _fit(cfg, "search", search_trainable, {**base, "fold": tune.grid_search(folds)}, resume)
 
@@ -358,6 +370,8 @@ def retrain_trainable(config: dict[str, Any]) -> None:
         ),
         "finish_retrain",
     )
+    if tracker is not None:  # the model is in MLflow too: a resume may skip this job
+        (out_dir / ".tracked").write_text("ok\n")
     tune.report(
         {
             "final": True,
