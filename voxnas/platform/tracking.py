@@ -268,8 +268,8 @@ class TrialTracker(_RunLogger):
             )
         self.set_tags(retrain_tags(res, info.model_uri))
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
 
 
 def trial_tracker(

@@ -299,14 +299,16 @@ def _tracker(cfg: Config, config: dict[str, Any], stage: str, fold: int | None, 
 
 def _tracked(tracker, run, finish: str):
     """``run(tracker)``, then the tracker's ``finish`` step; the run is closed either way."""
+    status = "FAILED"
     try:
         res = run(tracker)
         if tracker is not None:
             getattr(tracker, finish)(res)
+        status = "FINISHED"
         return res
     finally:
         if tracker is not None:
-            tracker.close()
+            tracker.close(status)
 
 
 def search_trainable(config: dict[str, Any]) -> None:
