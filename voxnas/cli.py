@@ -26,6 +26,18 @@ SET_OPT = click.option(
 )
 
 
+VERBOSE_OPT = click.option(
+    "--verbose",
+    is_flag=True,
+    help="Every epoch of every trial, Tune's trial tables and Ray's INFO logs.",
+)
+
+
+def _verbose(flag: bool) -> None:
+    if flag:
+        os.environ["VOXNAS_VERBOSE"] = "1"
+
+
 def _load(config: str | None, overrides: tuple[str, ...]):
     try:
         return load_config(config, overrides)
@@ -448,7 +460,8 @@ def evaluate(config, overrides) -> None:
     "--tracking-uri",
     help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite in the workdir).",
 )
-def run(config, overrides, resume, address, tracking_uri) -> None:
+@VERBOSE_OPT
+def run(config, overrides, resume, address, tracking_uri, verbose) -> None:
     """The whole protocol on Ray Tune: check -> cache -> fold searches in parallel ->
     aggregated genotype -> retrains in parallel + the final model on every training case ->
     evaluation -> results table, tracked in MLflow with the final model registered.
@@ -458,6 +471,7 @@ def run(config, overrides, resume, address, tracking_uri) -> None:
     from voxnas.platform.orchestration import run_protocol
     from voxnas.platform.tune import InterruptedStageError
 
+    _verbose(verbose)
     if tracking_uri:
         overrides = (*overrides, f"tracking.tracking_uri={tracking_uri}")
 
@@ -604,12 +618,15 @@ def ui(config, overrides, port, tracking_uri) -> None:
 @click.option("--quick", is_flag=True, help="Fewer iterations (what CI runs).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
 @click.option("--address", help="Ray cluster address (default: a local Ray).")
-def demo(space, overrides, quick, resume, address) -> None:
+@VERBOSE_OPT
+def demo(space, overrides, quick, resume, address, verbose) -> None:
     """The main job: synthetic data, local Ray, local MLflow, the whole search -> aggregate
     -> retrain -> evaluate protocol (4 folds in parallel), model registration, and a
     prediction of a held-out volume."""
     from voxnas.platform.demo import demo_config, run_demo
     from voxnas.platform.tune import InterruptedStageError
+
+    _verbose(verbose)
 
     try:
         cfg = demo_config(space, list(overrides), quick)

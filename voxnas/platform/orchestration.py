@@ -136,9 +136,10 @@ def run_search_stage(
             bool(m["stopped_by_count"]),
         )
         save_search_result(cfg, res, extra={"hp": best.hp, "val_dice": m["val_dice"]})
+    chosen = f"best hyperparameter set {best.key}" if best.hp else "the config's settings"
     print(
-        f"search stage: {len(trials)} trials, best hyperparameter set {best.key} "
-        f"(mean val DSC {best.mean_val_dice:.4f})"
+        f"search stage: {len(trials)} trial(s), {chosen}, mean final val DSC over folds "
+        f"{best.mean_val_dice:.4f}"
     )
     return load_search_results(cfg) or {}
 

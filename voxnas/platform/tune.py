@@ -13,6 +13,7 @@ Over 300 lines by design: every Ray call of the platform is here, driver and tri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -50,6 +51,28 @@ WORKER_ENV = {
 }
 # per-epoch checkpoints with num_to_keep force frequent experiment snapshots; they are small
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def verbose() -> bool:
+    """``voxnas run/demo --verbose`` (``VOXNAS_VERBOSE=1``): Tune's trial tables, every
+    epoch's line and Ray's own INFO logs; otherwise a few lines per trial."""
+    return os.environ.get("VOXNAS_VERBOSE", "") not in ("", "0")
+
+
+def _quiet_ray_loggers() -> None:
+    """Ray's per-checkpoint INFO lines ("Checkpoint successfully created ...", one per epoch
+    per trial) and Tune's result-file notices, silenced at their source unless verbose."""
+    if not verbose():
+        for name in ("ray.train", "ray.tune", "ray.air"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # with verbose=0 the legacy reporter prints nothing; the new one still prints a
+        # configuration box and TensorBoard hints per Tuner
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _log_every(epochs: int) -> int:
+    """Progress lines per trial: every epoch when verbose, else about four."""
+    return 1 if verbose() else max(1, epochs // 4)
 
 
 def _mlflow_env(cfg: Config, address: str | None) -> dict[str, str]:
@@ -91,7 +114,12 @@ def init_ray(cfg: Config, address: str | None = None) -> None:
         return
     check_ray_address(cfg, address)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {**WORKER_ENV, **_mlflow_env(cfg, address)}}
+    _quiet_ray_loggers()
+    # our progress lines differ only in numbers, which Ray's log dedup treats as equal: it
+    # would print fold 0's line "[repeated 2x]" and hide fold 1's. They are few: no dedup.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    worker_env = {**WORKER_ENV, "VOXNAS_VERBOSE": "1" if verbose() else "0"}
+    env = {"env_vars": {**worker_env, **_mlflow_env(cfg, address)}}
     if address:
         print(f"connecting to Ray cluster at {address}")
         ray.init(address=address, runtime_env=env)
@@ -165,7 +193,7 @@ def _fit(
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(cfg.layout.tune),
-                verbose=1,
+                verbose=1 if verbose() else 0,
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
@@ -314,6 +342,7 @@ def _tracked(tracker, run, finish: str):
 def search_trainable(config: dict[str, Any]) -> None:
     from voxnas.trainables.search import run_search_fold
 
+    _quiet_ray_loggers()
     cfg = _cfg(config)
     fold = _trial_fold(config)
     workdir = Path(tune.get_context().get_trial_dir())
@@ -327,7 +356,14 @@ def search_trainable(config: dict[str, Any]) -> None:
     res = _tracked(
         tracker,
         lambda trk: run_search_fold(
-            cfg, fold, TuneReporter(), trk, data=data, checkpoint_dir=state, resume=resume
+            cfg,
+            fold,
+            TuneReporter(),
+            trk,
+            data=data,
+            checkpoint_dir=state,
+            resume=resume,
+            log_every=_log_every(cfg.search.epochs),
         ),
         "finish_search",
     )
@@ -352,6 +388,7 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     from voxnas.search_spaces.registry import Architecture
     from voxnas.trainables.retrain import run_retrain_fold
 
+    _quiet_ray_loggers()
     cfg = _cfg(config)
     job = config["job"]
     fold, arch, out_dir = job["fold"], job["arch"], Path(job["out_dir"])
@@ -368,7 +405,15 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     res = _tracked(
         tracker,
         lambda trk: run_retrain_fold(
-            cfg, fold, spec, TuneReporter(), trk, data=data, out_dir=out_dir, resume=resume
+            cfg,
+            fold,
+            spec,
+            TuneReporter(),
+            trk,
+            data=data,
+            out_dir=out_dir,
+            resume=resume,
+            log_every=_log_every(cfg.retrain.epochs),
         ),
         "finish_retrain",
     )

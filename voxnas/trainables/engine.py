@@ -267,10 +267,12 @@ def run_epochs(
     tracker: Tracker | None = None,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    log_every: int = 1,
 ) -> LoopResult:
     """Epochs ``0..epochs-1`` of ``run_epoch`` (None: stop before this epoch), continuing
     after the checkpoint's last epoch when ``resume`` (and saying so in the log and as the
-    tracker tag ``voxnas.resumed``); ``stop_after`` ends this call after that many epochs."""
+    tracker tag ``voxnas.resumed``); ``stop_after`` ends this call after that many epochs.
+    The progress line is logged for the first, every ``log_every``-th and the last epoch."""
     history: list[dict[str, Any]] = []
     start = 0
     restored = checkpoint.restore() if resume else None
@@ -292,7 +294,8 @@ def run_epochs(
             tracker.log_metrics({**scalars, **out.tracked}, step=epoch)
         if reporter is not None:
             reporter.report({**out.metrics, "final": False}, checkpoint.folder)
-        log(f"{what} epoch {epoch + 1}/{epochs}: {out.line}")
+        if epoch == start or (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
+            log(f"{what} epoch {epoch + 1}/{epochs}: {out.line}")
         epoch += 1
         if stop_after is not None and epoch - start >= stop_after and epoch < epochs:
             return LoopResult(history, start, epoch, interrupted=True)

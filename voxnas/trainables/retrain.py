@@ -124,6 +124,7 @@ def run_retrain_fold(
     out_dir: Path | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    log_every: int = 1,
 ) -> RetrainResult:
     """Retrain ``arch`` (genotype object, name, code or JSON file; ``mix`` = frozen equal
     alphas) on fold ``fold``'s train+val and evaluate on its test cases; ``fold=None``: the
@@ -186,6 +187,7 @@ def run_retrain_fold(
         reporter=reporter,
         tracker=tracker,
         log=log,
+        log_every=log_every,
     )
     if r.bn_recalibration:  # every time, also after a resume: checkpoints hold the EMA stats
         calib = ctx.sampler(trainval, cfg.patch.train, "calibration")
@@ -205,7 +207,7 @@ def run_retrain_fold(
             arch.name,
             out_dir / "predictions",
             cfg.eval.hd_percentile,
-            log,
+            log if log_every == 1 else (lambda s: None),  # per-case lines only in detail
             _overlay_logger(cfg, tracker),
         )
         write_table(rows, out_dir / "metrics.csv")

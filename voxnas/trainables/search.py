@@ -174,6 +174,7 @@ def run_search_fold(
     resume: bool = False,
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
+    log_every: int = 1,
 ) -> SearchResult:
     """Search fold ``fold`` (None: one search over every case, ``search.folds: one``).
     ``stop_after_epochs`` ends this call early (state checkpointed), as an interruption
@@ -279,6 +280,7 @@ def run_search_fold(
         tracker=tracker,
         log=log,
         stop_after=stop_after_epochs,
+        log_every=log_every,
     )
     current = derive_genotype(cfg.model.space, model.alphas())
     if loop.interrupted:
