@@ -29,7 +29,13 @@ def check_store(
     final = [r for r in children if r.data.tags["voxnas.stage"] == "final"]
     assert len(search) == n_search and len(retrain) == n_retrain and len(final) == n_final
     assert len(children) == len(runs) - 1  # everything is nested under the parent
-    assert all(r.info.run_name.startswith("search f") for r in search)
+    assert all(" · search · h" in r.info.run_name for r in search)  # fold-first names
+    for r in children:  # compare view can group by fold, stage, set; Source is filled
+        assert {"fold", "stage"} <= set(r.data.params), r.data.params.keys()
+        assert r.data.tags["voxnas.protocol_id"] == parent.info.run_id
+        assert r.data.tags["mlflow.source.name"] == "voxnas"
+    assert all("hp_set" in r.data.params for r in search)
+    assert parent.info.run_name.startswith(experiment.split("-")[-1] + " · ")
     for r in search:
         assert "search.weight_optim.lr" in r.data.params and "cases.test" in r.data.params
         alpha_keys = [k for k in r.data.metrics if k.startswith("alpha/")]
@@ -42,6 +48,7 @@ def check_store(
 
         g = json.loads(mlflow.artifacts.load_text(f"{art}/genotype.json"))
         assert g["space"] == "vnas" and g["code"] == r.data.tags["voxnas.genotype"]
+        assert any(op in g["ops"][0] for op in ("2D", "3D", "P3D"))  # op names, not codes
         lines = mlflow.artifacts.load_text(f"{art}/genotypes.jsonl").splitlines()
         assert [json.loads(x)["epoch"] for x in lines] == list(range(epochs))
         names = {f.path for f in client.list_artifacts(r.info.run_id, "plots")}

@@ -83,10 +83,10 @@ def test_a_reattached_trial_keeps_its_whole_alpha_history(tmp_path):
     from voxnas.platform.tracking import TrialTracker
 
     cfg = load_config(None, [f"workdir={tmp_path}"])
-    first = TrialTracker(cfg, None, "search", 0, "search fold0", "trial-a", [])
+    first = TrialTracker(cfg, None, "search", 0, "h0", "trial-a", [])
     for step in range(3):
         first.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.3 + 0.1 * step}, step)
-    again = TrialTracker(cfg, None, "search", 0, "search fold0", "trial-a", [])  # restart
+    again = TrialTracker(cfg, None, "search", 0, "h0", "trial-a", [])  # restart
     assert again.run_id == first.run_id and again.last_step == 2
     again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.6}, 2)  # re-run epoch: not logged
     again.log_metrics({"train_loss": 1.0, "alpha/enc00/2d": 0.7}, 3)
@@ -146,3 +146,17 @@ def test_patches_pad_a_few_thin_cases_but_not_all(tmp_path):
     )
     with pytest.raises(ValueError, match="larger than every volume"):
         check_patch_fits(cfg, Cache(), lines.append)
+
+
+def test_run_identity_is_fold_first_with_groupable_params():
+    from voxnas.platform.tracking_policy import child_identity, parent_name
+
+    assert child_identity("search", 1, "h0") == (
+        "f1 · search · h0",
+        {"fold": "1", "stage": "search", "hp_set": "h0"},
+    )
+    name, params = child_identity("final", None, "searched")
+    assert name == "all · final · searched" and params["arch"] == "searched"
+    a = parent_name("demo", "2026-11-25 17:50:02", "34d599c")
+    b = parent_name("demo", "2026-11-25 17:51:40", "34d599c")
+    assert a != b and sorted([b, a]) == [a, b]  # unique and sortable by start time

@@ -35,7 +35,7 @@ def _logged_model(tmp_path):
     from voxnas.trainables.retrain import run_retrain_fold
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [*TINY, f"workdir={tmp_path}"])
-    trk = TrialTracker(cfg, None, "retrain", 0, "retrain t", "trial-x", [])
+    trk = TrialTracker(cfg, None, "retrain", 0, "P3D/P3D", "trial-x", [])
     res = run_retrain_fold(cfg, 0, "P3D/P3D", tracker=trk, log=lambda s: None)
     trk.finish_retrain(res)
     trk.close()

@@ -27,7 +27,10 @@ from mlflow.tracking import MlflowClient
 
 from voxnas.config import Config, flatten_config
 from voxnas.platform.tracking_policy import (
+    child_identity,
     choose_registration,
+    genotype_artifact,
+    parent_name,
     result_metrics,
     retrain_tags,
     search_tags,
@@ -68,6 +71,39 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = prev_env
+
+
+def _voxnas_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "v" + version("voxnas")
+    except PackageNotFoundError:
+        return "v?"
+
+
+def _source_tags() -> dict[str, str]:
+    """MLflow's source tags (shown as Source / Created by): the voxnas command, the user,
+    and the git commit of the voxnas checkout when there is one."""
+    import getpass
+    import subprocess
+
+    tags = {"mlflow.source.name": "voxnas", "mlflow.source.type": "LOCAL"}
+    with contextlib.suppress(OSError, KeyError):
+        tags["mlflow.user"] = getpass.getuser()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    if len(commit) == 40:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def check_tracking_server(cfg: Config, timeout: float = 10.0) -> None:
@@ -153,10 +189,12 @@ class TrialTracker(_RunLogger):
         parent_id: str | None,
         stage: str,
         fold: int | None,
-        name: str,
+        what: str,
         trial_id: str,
         hp: list[str],
     ):
+        """A child run named fold-first (``tracking_policy.child_identity``); ``what`` is the
+        hyperparameter-set id of a search or the architecture of a retrain."""
         self.client, exp = ensure_experiment(cfg)
         self.cfg, self.stage = cfg, stage
         found = self.client.search_runs([exp], f"tags.`voxnas.trial` = '{trial_id}'")
@@ -173,8 +211,15 @@ class TrialTracker(_RunLogger):
             }
             if parent_id:
                 tags["mlflow.parentRunId"] = parent_id
+                tags["voxnas.protocol_id"] = parent_id
+            name, params = child_identity(stage, fold, what)
+            tags.update(_source_tags())
+            tags["mlflow.note.content"] = (
+                f"voxnas {stage} of {cfg.name} ({cfg.model.space}), "
+                f"{'every training case' if fold is None else f'fold {fold}'}, {what}"
+            )
             self.run_id = self.client.create_run(exp, run_name=name, tags=tags).info.run_id
-            _log_params(self.client, self.run_id, flatten_config(cfg))
+            _log_params(self.client, self.run_id, {**flatten_config(cfg), **params})
             splits = cfg.layout.fold_split(fold) if fold is not None else None
             if splits is not None and splits.is_file():
                 self.client.log_artifact(self.run_id, str(splits), "splits")
@@ -231,7 +276,7 @@ class TrialTracker(_RunLogger):
         from voxnas.evaluation import plots
 
         g = res.genotype
-        self.log_dict(g.to_dict(), "genotype.json")
+        self.log_dict(genotype_artifact(g), "genotype.json")
         self.log_text(g.code() + "\n", "genotype_code.txt")
         self.log_dict(res.alphas, "alphas.json")
         self.set_tags(search_tags(g))
@@ -316,13 +361,21 @@ class ProtocolTracker(_RunLogger):
             self.client.update_run(self.run_id, "RUNNING")
             print(f"MLflow: continuing parent run {self.run_id}")
             return self
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        source = _source_tags()
+        version = source.get("mlflow.source.git.commit", "")[:7] or _voxnas_version()
         run = self.client.create_run(
             exp,
-            run_name=f"{self.cfg.name} protocol",
+            run_name=parent_name(self.cfg.name, started, version),
             tags={
                 "voxnas.role": "parent",
                 "voxnas.run_dir": run_dir,
                 "voxnas.space": self.cfg.model.space,
+                "mlflow.note.content": (
+                    f"voxnas protocol of {self.cfg.name}: {self.cfg.model.space}, "
+                    f"{self.cfg.split.folds}-fold cross-validation, run folder {run_dir}"
+                ),
+                **source,
             },
         )
         self.run_id = run.info.run_id

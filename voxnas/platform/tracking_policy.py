@@ -13,7 +13,35 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["choose_registration", "result_metrics", "retrain_tags", "search_tags"]
+__all__ = [
+    "child_identity",
+    "choose_registration",
+    "genotype_artifact",
+    "parent_name",
+    "result_metrics",
+    "retrain_tags",
+    "search_tags",
+]
+
+
+def parent_name(config_name: str, started: str, version: str) -> str:
+    """Unique and sortable: ``demo · 2026-11-25 17:50:02 · 34d599c``."""
+    return f"{config_name} · {started} · {version}"
+
+
+def child_identity(stage: str, fold: int | None, what: str) -> tuple[str, dict[str, str]]:
+    """Fold-first run name (``f1 · retrain · searched``) and the params that let MLflow's
+    compare view group by fold, stage and hyperparameter set (``what``: the set id for a
+    search, the architecture for a retrain)."""
+    fold_tag = "all" if fold is None else f"f{fold}"
+    params = {"fold": "all" if fold is None else str(fold), "stage": stage}
+    params["hp_set" if stage == "search" else "arch"] = what
+    return f"{fold_tag} · {stage} · {what}", params
+
+
+def genotype_artifact(genotype) -> dict:
+    """``genotype.json``: the codes plus every cell's op by name."""
+    return {**genotype.to_dict(), "ops": genotype.describe()}
 
 
 def search_tags(genotype) -> dict[str, str]:

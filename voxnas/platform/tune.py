@@ -349,9 +349,7 @@ def search_trainable(config: dict[str, Any]) -> None:
     (workdir / "worker.pid").write_text(str(os.getpid()))  # for operators (and the kill test)
     state = workdir / "state"
     resume = _restore_into(state)
-    tracker = _tracker(
-        cfg, config, "search", fold, f"search {fold_dirname(fold)} h{hp_tag(config)}"
-    )
+    tracker = _tracker(cfg, config, "search", fold, f"h{hp_tag(config)}")
     data = _handle(config, fold)
     res = _tracked(
         tracker,
@@ -400,7 +398,7 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     # `--resume`): a checkpoint left in the folder by another run is never picked up.
     resume = _restore_into(out_dir / "checkpoint")
     stage = "final" if fold is None else "retrain"
-    tracker = _tracker(cfg, config, stage, fold, f"{stage} {arch} {fold_dirname(fold)}")
+    tracker = _tracker(cfg, config, stage, fold, arch)
     data = _handle(config, fold)
     res = _tracked(
         tracker,
