@@ -315,7 +315,7 @@ def _prepare(cfg):
         raise click.ClickException(str(err)) from None
 
 
-def _valid_fold(cfg, fold: int) -> bool:
+def _check_fold(cfg, fold: int) -> None:
     if cfg.search.folds == "one":
         raise click.ClickException(
             "search.folds is 'one' (a single search over every case): run `voxnas search "
@@ -325,7 +325,6 @@ def _valid_fold(cfg, fold: int) -> bool:
         raise click.ClickException(
             f"--fold {fold}: there are {cfg.split.folds} folds (0..{cfg.split.folds - 1})"
         )
-    return True
 
 
 def _run_fold(fn):
@@ -357,7 +356,8 @@ def search(config, overrides, fold, fresh, address) -> None:
     from voxnas.trainables.records import save_search_result
     from voxnas.trainables.search import run_search_fold
 
-    data = _prepare(cfg).fold_data(fold) if _valid_fold(cfg, fold) else None
+    _check_fold(cfg, fold)
+    data = _prepare(cfg).fold_data(fold)
     res = _run_fold(lambda: run_search_fold(cfg, fold, data=data, resume=not fresh, log=click.echo))
     path = save_search_result(cfg, res)
     click.echo(f"fold {fold} genotype: {res.genotype.code()}")
@@ -406,7 +406,8 @@ def retrain(config, overrides, fold, genotype_spec, fresh, address) -> None:
     from voxnas.evaluation.metrics import format_summary
     from voxnas.trainables.retrain import run_retrain_fold
 
-    data = _prepare(cfg).fold_data(fold) if _valid_fold(cfg, fold) else None
+    _check_fold(cfg, fold)
+    data = _prepare(cfg).fold_data(fold)
     res = _run_fold(
         lambda: run_retrain_fold(cfg, fold, spec, data=data, resume=not fresh, log=click.echo)
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from voxnas.data.layouts import Case, Dataset, DatasetError, read_dataset
-from voxnas.data.nifti import NiftiError, decode
+from voxnas.data.nifti import NiftiError, bad_spacing, decode
 
 __all__ = [
     "DataIntegrityError",
@@ -21,7 +21,6 @@ __all__ = [
 ]
 
 AFFINE_TOL = 1e-3
-MIN_SPACING = 1e-4  # mm: a zero spacing would divide by zero when resampling
 
 
 class DataIntegrityError(ValueError):
@@ -76,11 +75,9 @@ def check_case(
                     f"4D image has {data.shape[-1]} modalities, dataset declares {n_modalities}",
                 )
             )
-        spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
-        if not np.all(np.isfinite(spacing)) or spacing.min() < MIN_SPACING:
-            problems.append(
-                Problem(path, f"voxel spacing {np.round(spacing, 6).tolist()} mm in the affine")
-            )
+        spacing_problem = bad_spacing(affine)
+        if spacing_problem:
+            problems.append(Problem(path, spacing_problem))
         if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
             bad = int((~np.isfinite(data)).sum())
             problems.append(Problem(path, f"{bad} NaN/Inf voxel(s)"))

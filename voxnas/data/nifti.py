@@ -11,11 +11,35 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-__all__ = ["NiftiError", "decode", "load_header", "load_volume", "save_volume", "shared_decodes"]
+__all__ = [
+    "NiftiError",
+    "bad_spacing",
+    "decode",
+    "load_header",
+    "load_volume",
+    "save_volume",
+    "shared_decodes",
+    "voxel_spacing",
+]
+
+MIN_SPACING = 1e-4  # mm: a zero spacing would divide by zero when resampling
 
 
 class NiftiError(ValueError):
     """A NIfTI file cannot be read; the message starts with its path."""
+
+
+def voxel_spacing(affine) -> tuple[float, ...]:
+    """Voxel size in mm along each voxel axis: the lengths of the affine's columns."""
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+
+
+def bad_spacing(affine) -> str | None:
+    """The problem with a degenerate (zero or non-finite) voxel spacing, or None."""
+    spacing = np.asarray(voxel_spacing(affine))
+    if np.all(np.isfinite(spacing)) and spacing.min() >= MIN_SPACING:
+        return None
+    return f"voxel spacing {np.round(spacing, 6).tolist()} mm in the affine"
 
 
 def load_header(path: Path) -> nib.Nifti1Image:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.ndimage import zoom
 
 from voxnas.data.layouts import Case
-from voxnas.data.nifti import load_volume
+from voxnas.data.nifti import load_volume, voxel_spacing
 
 __all__ = [
     "Geometry",
@@ -147,7 +147,7 @@ def load_case(
     ornt = nib.orientations.io_orientation(affine)
     image = np.ascontiguousarray(_reorient(image, ornt), dtype=np.float32)
     canonical_affine = affine @ nib.orientations.inv_ornt_aff(ornt, image.shape[1:])
-    spacing = tuple(float(s) for s in np.sqrt((canonical_affine[:3, :3] ** 2).sum(0)))
+    spacing = voxel_spacing(canonical_affine)
     label = None
     if case.label is not None:
         raw, _ = load_volume(case.label, np.float32)

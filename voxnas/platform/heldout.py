@@ -4,21 +4,19 @@ final model, the fold ensemble and the best single fold, as nnU-Net users compar
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voxnas.data.layouts import Case
-from voxnas.data.nifti import load_volume
+from voxnas.data.nifti import load_volume, voxel_spacing
 from voxnas.data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
 from voxnas.evaluation.inference import masks_by_name, segment
 from voxnas.evaluation.metrics import case_metrics, summarize
+from voxnas.platform.predict import nifti_stem
 
 __all__ = ["held_out_pairs", "score_models", "write_comparison"]
-
-_NII = re.compile(r"\.nii(\.gz)?$")
 
 
 def held_out_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -40,17 +38,16 @@ def score_models(
     for name, (models, meta) in candidates.items():
         settings = PreprocessSettings.from_dict(meta.preprocessing)
         for image_path, label_path in pairs:
-            case = Case(_NII.sub("", image_path.name), (image_path,), None)
+            case = Case(nifti_stem(image_path), (image_path,), None)
             image, _, geom = load_case(case, settings, meta.label_values)
             pred = invert_geometry(
                 segment(models, meta, preprocess_image(image, settings), device), geom
             )
             gt, affine = load_volume(label_path, np.float32)
-            spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(0)))
             m = case_metrics(
                 masks_by_name(pred, meta.target, meta.label_names),
                 masks_by_name(np.rint(gt).astype(np.uint8), meta.target, meta.label_names),
-                spacing,
+                voxel_spacing(affine),
             )
             rows.append({"model": name, "case": case.case_id, **m})
         log(f"held-out scans scored with the {name} model")

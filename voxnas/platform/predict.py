@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from voxnas.data.layouts import BRATS_MODALITIES, Case
-from voxnas.data.nifti import load_header, save_volume
+from voxnas.data.nifti import bad_spacing, load_header, save_volume
 from voxnas.data.preprocess import PreprocessSettings, invert_geometry, load_case, preprocess_image
 from voxnas.device import pick_device
 from voxnas.evaluation.inference import segment
@@ -71,13 +71,13 @@ def find_inputs(
     if path.is_file():
         return [_file_case(path, meta)]
     files = sorted(p for p in path.iterdir() if _NII.search(p.name))
-    skipped = [f for f in files if f.name.endswith(SEG_SUFFIX) or _stem(f).endswith("_seg")]
+    skipped = [f for f in files if f.name.endswith(SEG_SUFFIX) or nifti_stem(f).endswith("_seg")]
     files = [f for f in files if f not in skipped]
     if skipped and log:
         log(f"skipping {len(skipped)} *_seg file(s) in {path} (masks, not scans)")
     suffixes = [f"_{m.lower()}" for m in BRATS_MODALITIES]
-    brats_like = [f for f in files if any(_stem(f).lower().endswith(s) for s in suffixes)]
-    kinds = {s for f in brats_like for s in suffixes if _stem(f).lower().endswith(s)}
+    brats_like = [f for f in files if any(nifti_stem(f).lower().endswith(s) for s in suffixes)]
+    kinds = {s for f in brats_like for s in suffixes if nifti_stem(f).lower().endswith(s)}
     if len(meta.modalities) > 1 and brats_like:
         return [_subject_case(path, meta)]
     if len(meta.modalities) == 1 and len(kinds) >= 2:  # t1 + t2 + ...: one subject's scans
@@ -93,7 +93,7 @@ def find_inputs(
     raise FileNotFoundError(f"{path}: no NIfTI files or subject folders inside")
 
 
-def _stem(f: Path) -> str:
+def nifti_stem(f: Path) -> str:
     return _NII.sub("", f.name)
 
 
@@ -109,9 +109,9 @@ def _check_header(f: Path, ndims=(3, 4)) -> tuple[int, ...]:
         raise ValueError(
             f"{f}: header claims {shape} = {np.prod(shape, dtype=np.float64):.3g} voxels"
         )
-    spacing = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
-    if not np.all(np.isfinite(spacing)) or spacing.min() < 1e-4:
-        raise ValueError(f"{f}: voxel spacing {np.round(spacing, 6).tolist()} mm in the affine")
+    spacing_problem = bad_spacing(img.affine)
+    if spacing_problem:
+        raise ValueError(f"{f}: {spacing_problem}")
     return shape
 
 
@@ -123,28 +123,26 @@ def _file_case(f: Path, meta: ModelMeta) -> Case:
             f"{f}: the model needs {want} modalities ({', '.join(meta.modalities)}),"
             f" the file has shape {shape}"
         )
-    return Case(_stem(f), (f,), None, four_d=len(shape) == 4)
+    return Case(nifti_stem(f), (f,), None, four_d=len(shape) == 4)
 
 
 def _subject_case(d: Path, meta: ModelMeta) -> Case:
     images = []
     for m in meta.modalities:
-        found = [p for p in d.iterdir() if _stem(p).lower().endswith(f"_{m.lower()}")]
+        found = [p for p in d.iterdir() if nifti_stem(p).lower().endswith(f"_{m.lower()}")]
         if not found:
             raise FileNotFoundError(f"{d}: missing modality {m!r} (a *_{m}.nii.gz file)")
         if len(found) > 1:
             raise ValueError(
                 f"{d}: {len(found)} files for modality {m!r}: {', '.join(p.name for p in found)}"
             )
-        _check_header(found[0], ndims=(3,))
-        images.append(found[0])
-    ref = tuple(load_header(images[0]).shape)
-    for f in images[1:]:
-        if tuple(load_header(f).shape) != ref:
+        shape = _check_header(found[0], ndims=(3,))
+        if images and shape != images[0][1]:
             raise ValueError(
-                f"{f}: shape {tuple(load_header(f).shape)} differs from {images[0].name} {ref}"
+                f"{found[0]}: shape {shape} differs from {images[0][0].name} {images[0][1]}"
             )
-    return Case(d.name, tuple(images), None)
+        images.append((found[0], shape))
+    return Case(d.name, tuple(f for f, _ in images), None)
 
 
 def output_paths(cases: list[Case], output: Path, overwrite: bool = False) -> list[Path]:

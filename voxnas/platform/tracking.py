@@ -11,6 +11,7 @@ logged and registered is in ``tracking_policy.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -82,6 +83,7 @@ def _voxnas_version() -> str:
         return "v?"
 
 
+@functools.lru_cache(maxsize=1)
 def _source_tags() -> dict[str, str]:
     """MLflow's source tags (shown as Source / Created by): the voxnas command, the user,
     and the git commit of the voxnas checkout when there is one."""

@@ -25,7 +25,7 @@ from ray import tune
 from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
 from voxnas.data.prepare import FoldData
 from voxnas.platform.hp_sets import hp_overrides, hp_tag, param_name, sampled
-from voxnas.run_layout import fold_dirname
+from voxnas.run_layout import RunLayout, fold_dirname
 
 __all__ = [
     "InterruptedStageError",
@@ -396,7 +396,7 @@ def retrain_trainable(config: dict[str, Any]) -> None:
         spec = Architecture(arch, g.space, g)
     # Continue only from this trial's own Tune checkpoint (a restart after a failure, or
     # `--resume`): a checkpoint left in the folder by another run is never picked up.
-    resume = _restore_into(out_dir / "checkpoint")
+    resume = _restore_into(RunLayout.checkpoint(out_dir))
     stage = "final" if fold is None else "retrain"
     tracker = _tracker(cfg, config, stage, fold, arch)
     data = _handle(config, fold)

@@ -18,6 +18,7 @@ from voxnas.data.prepare import FoldData
 from voxnas.data.preprocess import invert_geometry
 from voxnas.evaluation.inference import masks_by_name, segment
 from voxnas.evaluation.metrics import case_metrics, summarize, write_table
+from voxnas.run_layout import RunLayout
 from voxnas.search_spaces.layers import recalibrate_batchnorm
 from voxnas.search_spaces.registry import Architecture, resolve_architecture
 from voxnas.trainables.bundle import ModelMeta, save_bundle
@@ -171,7 +172,7 @@ def run_retrain_fold(
         return Epoch(metrics, line=f"loss {train_loss:.4f}")
 
     ckpt = Checkpoint(
-        out_dir / "checkpoint",
+        RunLayout.checkpoint(out_dir),
         model=model,
         opt=opt,
         it_sched=it_sched,
