@@ -582,13 +582,33 @@ def predict(
 @click.option(
     "--tracking-uri", help="Store to open (default: the config's, or sqlite in the workdir)."
 )
-def ui(config, overrides, port, tracking_uri) -> None:
-    """Start the MLflow UI on the project's store, bound to 127.0.0.1."""
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Print the newest protocol's fold searches side by side as the link to open.",
+)
+def ui(config, overrides, port, tracking_uri, compare) -> None:
+    """Start the MLflow UI on the project's store, bound to 127.0.0.1, and print where to look.
+
+    The links open the experiment's runs view in MLflow's "Model training" mode (not its
+    GenAI overview), the newest protocol run, and its fold searches side by side. One light
+    server: one worker, MLflow's job runner off. Ctrl-C stops it.
+    """
     from voxnas.platform.tracking import tracking_uri as uri_of
+    from voxnas.platform.tracking import ui_links
 
     cfg = _load(config, overrides)
     uri = tracking_uri or uri_of(cfg)
-    click.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    base = f"http://127.0.0.1:{port}"
+    links = ui_links(uri, cfg.tracking.experiment or cfg.name, base)
+    click.echo(f"MLflow UI for {uri} (Ctrl-C to stop)")
+    if compare and "compare" not in links:
+        click.echo("no protocol with searches in this store yet: showing the runs view")
+    first = "compare" if compare and "compare" in links else "runs"
+    labels = {"runs": "runs", "parent": "newest protocol", "compare": "its fold searches"}
+    for key in (first, *(k for k in labels if k != first)):
+        if key in links:
+            click.echo(f"  {labels[key] + ':':<19}{links[key]}")
     cmd = [
         sys.executable,
         "-m",
@@ -600,9 +620,14 @@ def ui(config, overrides, port, tracking_uri) -> None:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        "1",
     ]
-    # exec: the server *is* this process, so Ctrl-C and kill reach it (no orphan on the
-    # port) and its exit code (a taken port, a bad store) is the command's
+    # exec: the server *is* this process, so Ctrl-C and kill reach it (MLflow's launcher
+    # forwards them to its uvicorn child: no orphan on the port) and its exit code (a taken
+    # port, a bad store) is the command's. Its job runner (GenAI jobs) would add processes
+    # and memory this project never uses.
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
 

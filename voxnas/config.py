@@ -201,6 +201,9 @@ class RetrainConfig(_Frozen):
     # patches whose average replaces BatchNorm's running statistics after training (0: off);
     # paper silent; see search_spaces.layers.recalibrate_batchnorm
     bn_recalibration: int = Field(200, ge=0)
+    # fixed patches of the fold's test cases scored after every epoch (loss, patch DSC), the
+    # validation curve of a retrain; for watching only, nothing is chosen on it (0: off)
+    val_batches: int = Field(2, ge=0)
     # the final stage: the aggregated genotype trained on every training case (same epochs
     # and optimiser), registered as the deployable model; the fold models stay the evidence
     final: bool = True

@@ -51,8 +51,9 @@ def test_result_metrics_flatten_the_summary():
         "search": {"alpha_entropy": [0.8, 1.0], "share_cells_p2d_below_third": 0.75},
     }
     m = result_metrics(summary)
-    assert m["searched/dice/organ/median"] == 0.92
+    assert m["results/searched_dice_organ_median"] == 0.92
     assert m["search/alpha_entropy_mean_over_folds"] == pytest.approx(0.9)
+    assert all(k.count("/") == 1 for k in m)  # one chart section per namespace
     assert m["search/share_cells_p2d_below_third"] == 0.75
 
 

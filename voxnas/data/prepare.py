@@ -159,6 +159,24 @@ class PreparedData:
             tuple(sorted((int(v), str(n)) for v, n in self.dataset.labels.items())),
         )
 
+    def describe(self) -> dict[str, Any]:
+        """The dataset as experiment trackers record it: name, source folder, digest (the
+        preprocessing cache key: data and settings) and a profile."""
+        ds = self.dataset
+        return {
+            "name": ds.root.name,
+            "source": str(ds.root.resolve()),
+            "digest": self.cache.path.name,
+            "profile": {
+                "layout": ds.layout,
+                "cases": len(ds.cases),
+                "held_out_images": len(ds.test_images),
+                "modalities": list(ds.modalities),
+                "labels": {str(v): n for v, n in ds.labels.items()},
+                "folds": len(self.folds),
+            },
+        }
+
     def fold_stats(self, split: FoldSplit) -> dict[str, Any]:
         stats: dict[str, Any] = {
             "intensity": self.cfg.data.intensity,

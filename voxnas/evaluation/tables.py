@@ -38,6 +38,8 @@ def summarize_search(space: str, results: list[dict[str, Any]]) -> dict[str, Any
     uniform = derive_genotype(space, zeros)
     out["uniform_genotype"] = uniform.code()
     out["differs_from_uniform"] = [r["genotype"] != uniform for r in results]
+    if all("val_dice" in r for r in results):  # the search's last validation DSC per fold
+        out["val_dice"] = [float(r["val_dice"]) for r in results]
     hist = [h for r in results for h in r.get("history", [])]
     for key in ("train_loss", "val_loss", "arch_loss"):
         vals = [h[key] for h in hist if key in h]

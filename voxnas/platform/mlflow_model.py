@@ -20,7 +20,9 @@ class VoxnasBundleModel(PythonModel):
 
         self.model, self.meta = load_bundle(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    # np.ndarray: a type hint MLflow accepts without schema inference (no hint at all makes
+    # it warn at every load; the logged signature says the shape)
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         from voxnas.evaluation.inference import segment
 
         return segment(self.model, self.meta, np.asarray(model_input, dtype=np.float32))

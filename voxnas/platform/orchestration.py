@@ -227,6 +227,7 @@ def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) 
         move_aside(cfg.run_dir)
     prep = _prepared(cfg, None)
     with ProtocolTracker(cfg, resume) as tracker:
+        tracker.log_dataset(prep.describe(), "training")
         run_search_stage(cfg, address, resume, tracker.parent_id, prep)
         genotype = (load_aggregate(cfg) if resume else None) or aggregate_stage(cfg)
         tracker.log_aggregate(cfg, genotype)

@@ -16,7 +16,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,19 @@ from mlflow.tracking import MlflowClient
 
 from voxnas.config import Config, flatten_config
 from voxnas.platform.tracking_policy import (
+    agreement_metrics,
     child_identity,
     choose_registration,
     genotype_artifact,
+    logged_model_name,
+    namespace,
     parent_name,
+    readable_code,
     result_metrics,
     retrain_tags,
     search_tags,
+    tracked_metrics,
+    version_description,
 )
 
 __all__ = [
@@ -44,10 +49,21 @@ __all__ = [
     "ensure_experiment",
     "tracking_uri",
     "trial_tracker",
+    "ui_links",
 ]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in trial logs
+
+
+def quiet_mlflow_loggers() -> None:
+    """MLflow's INFO lines (database creation and migration, signature inference) at their
+    source, unless verbose."""
+    import logging
+
+    if os.environ.get("VOXNAS_VERBOSE", "") in ("", "0"):
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -132,6 +148,7 @@ def check_tracking_server(cfg: Config, timeout: float = 10.0) -> None:
 
 
 def ensure_experiment(cfg: Config) -> tuple[MlflowClient, str]:
+    quiet_mlflow_loggers()
     client = MlflowClient(tracking_uri(cfg))
     name = cfg.tracking.experiment or cfg.name
     exp = client.get_experiment_by_name(name)
@@ -180,6 +197,23 @@ class _RunLogger:
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
+
+    def log_dataset(self, dataset: dict[str, Any], context: str) -> None:
+        """``mlflow.log_input`` of the dataset (``PreparedData.describe``): name, source
+        folder, digest (the preprocessing cache key) and a profile (layout, cases, ...)."""
+        if not self.run_id:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(
+            name=dataset["name"],
+            digest=dataset["digest"],
+            source_type="local",
+            source=json.dumps({"uri": dataset["source"]}),
+            profile=json.dumps(dataset["profile"]),
+        )
+        tags = [InputTag("mlflow.data.context", context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags)])
 
 
 class TrialTracker(_RunLogger):
@@ -233,24 +267,25 @@ class TrialTracker(_RunLogger):
                     self.run_id,
                     {f"cases.{k}": ",".join(v) for k, v in ids.items() if k != "fold"},
                 )
-        history = self.client.get_metric_history(self.run_id, "train_loss")
+        history = self.client.get_metric_history(self.run_id, f"{namespace(stage)}/train_loss")
         self.last_step = max((m.step for m in history), default=-1)
-        # softmax(alpha) per epoch for the trajectory plot; a re-attached trial first reads
-        # back what it logged before its restart, so the plot covers every epoch
+        # softmax(alpha) per epoch (alpha_history.json, the trajectory plot); a re-attached
+        # trial first reads back what it logged before its restart, so both cover every epoch
         self.alpha_by_step: dict[int, dict[str, float]] = {}
-        if found:
-            for key in self.client.get_run(self.run_id).data.metrics:
-                if key.startswith("alpha/"):
-                    for m in self.client.get_metric_history(self.run_id, key):
-                        self.alpha_by_step.setdefault(m.step, {})[key] = m.value
         self.jsonl = ""
         if found:
-            try:
-                self.jsonl = mlflow.artifacts.load_text(
-                    f"{self.client.get_run(self.run_id).info.artifact_uri}/genotypes.jsonl"
-                )
-            except Exception:
-                self.jsonl = ""
+            steps = json.loads(self._artifact_text("alpha_history.json") or "{}")
+            self.alpha_by_step = {int(k): v for k, v in steps.items()}
+            self.jsonl = self._artifact_text("genotypes.jsonl")
+        self.system = _system_metrics(self.run_id, tracking_uri(cfg), bool(found))
+
+    def _artifact_text(self, name: str) -> str:
+        try:
+            return mlflow.artifacts.load_text(
+                f"{self.client.get_run(self.run_id).info.artifact_uri}/{name}"
+            )
+        except Exception:  # not logged yet
+            return ""
 
     @property
     def alpha_history(self) -> list[dict[str, float]]:
@@ -260,9 +295,10 @@ class TrialTracker(_RunLogger):
         alphas = {k: v for k, v in metrics.items() if k.startswith("alpha/")}
         if alphas:
             self.alpha_by_step[step] = alphas
+            self.log_dict(self.alpha_by_step, "alpha_history.json")
         if step <= self.last_step:  # already logged before a restart
             return
-        _log_metrics(self.client, self.run_id, metrics, step)
+        _log_metrics(self.client, self.run_id, tracked_metrics(self.stage, metrics), step)
         self.last_step = step
 
     def log_text(self, text: str, name: str) -> None:
@@ -281,7 +317,7 @@ class TrialTracker(_RunLogger):
         self.log_dict(genotype_artifact(g), "genotype.json")
         self.log_text(g.code() + "\n", "genotype_code.txt")
         self.log_dict(res.alphas, "alphas.json")
-        self.set_tags(search_tags(g))
+        self.set_tags({**search_tags(g), "voxnas.genotype_ops": readable_code(g)[:5000]})
         if self.alpha_history and self.alpha_history[-1]:
             self.log_png(
                 plots.alpha_heatmap(self.alpha_history[-1], f"{self.stage}: softmax(alpha)"),
@@ -297,26 +333,60 @@ class TrialTracker(_RunLogger):
             self.client.log_artifact(self.run_id, str(res.out_dir / "metrics.csv"))
             self.log_png(plots.dice_box_plot(res.rows), "plots/dice_boxplot.png")
         _, meta = load_bundle(res.model_path)  # refuses anything but a voxnas bundle
-        with (
-            using_tracking_uri(tracking_uri(self.cfg)),
-            mlflow.start_run(run_id=self.run_id),
-            warnings.catch_warnings(),
-        ):
-            # type hints would make MLflow validate inputs our predict() checks itself
-            warnings.filterwarnings("ignore", message="Add type hints", category=UserWarning)
+        with using_tracking_uri(tracking_uri(self.cfg)), mlflow.start_run(run_id=self.run_id):
             # models-from-code: the model is this code file + the weights-only bundle; nothing
-            # in the logged model needs unpickling to load
+            # in the logged model needs unpickling to load. MLflow checks the input example
+            # by loading the logged model and predicting it once.
             info = mlflow.pyfunc.log_model(
-                name="model",
+                name=logged_model_name(res.arch, res.fold),
                 python_model=str(Path(__file__).with_name("mlflow_model.py")),
                 artifacts={"bundle": str(res.model_path)},
                 pip_requirements=["voxnas", "torch", "numpy"],
                 metadata={"voxnas": json.dumps(meta.to_dict())},
+                signature=_signature(len(meta.modalities)),
+                input_example=_input_example(meta),
+                tags={"voxnas.fold": "all" if res.fold is None else str(res.fold)},
             )
         self.set_tags(retrain_tags(res, info.model_uri))
 
     def close(self, status: str = "FINISHED") -> None:
+        if self.system is not None:
+            self.system.finish()
         self.client.set_terminated(self.run_id, status)
+
+
+def _system_metrics(run_id: str, uri: str, resumed: bool):
+    """MLflow's system metrics (CPU, memory, disk, network; GPU with pynvml) every 10 s, as
+    ``system/*`` on the trial's run; None where psutil is missing or the monitor fails."""
+    try:
+        import psutil  # noqa: F401  (MLflow's CPU monitor needs it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception:  # tracking must not fail a trial for want of system metrics
+        return None
+
+
+def _signature(channels: int):
+    """``predict``: a preprocessed ``(C, X, Y, Z)`` float32 volume in, labels ``(X, Y, Z)``."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (channels, -1, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
+    )
+
+
+def _input_example(meta):
+    """A small zero volume of the model's channels (one test patch's worth would bloat the
+    model's folder with JSON)."""
+    import numpy as np
+
+    return np.zeros((len(meta.modalities), 16, 16, 16), np.float32)
 
 
 def trial_tracker(
@@ -398,11 +468,21 @@ class ProtocolTracker(_RunLogger):
             self.client.set_terminated(self.run_id, status)
 
     def log_aggregate(self, cfg: Config, genotype) -> None:
+        """The aggregate's files, its code as tags (digits and op names) and the per-cell
+        agreement between folds as ``search_cells/<cell>.agreement`` metrics."""
         if not self.run_id:
             return
         self.client.log_artifact(self.run_id, str(cfg.layout.aggregate), "aggregate")
         self.log_text(genotype.code() + "\n", "aggregate/genotype_code.txt")
-        self.set_tags({"voxnas.genotype": genotype.code()[:5000]})
+        self.set_tags(
+            {
+                "voxnas.genotype": genotype.code()[:5000],
+                "voxnas.genotype_ops": readable_code(genotype)[:5000],
+            }
+        )
+        votes = json.loads(cfg.layout.aggregate.read_text()).get("votes")
+        if votes:
+            _log_metrics(self.client, self.run_id, agreement_metrics(votes), 0)
 
     def log_results(self, cfg: Config, text: str, summary: dict[str, Any]) -> None:
         if not self.run_id:
@@ -419,10 +499,11 @@ class ProtocolTracker(_RunLogger):
         _log_metrics(self.client, self.run_id, metrics, 0)
 
     def register(self, cfg: Config) -> str | None:
-        """Register the deployable model (``tracking_policy.choose_registration``)."""
+        """Register the deployable model (``tracking_policy.choose_registration``) with a
+        description (genotype, cross-validated DSC, protocol run), alias ``best`` and tags."""
         if not self.run_id:
             return None
-        from voxnas.trainables.records import load_search_results
+        from voxnas.trainables.records import load_aggregate, load_search_results
 
         exp = self.client.get_run(self.run_id).info.experiment_id
         runs = self.client.search_runs(
@@ -437,12 +518,86 @@ class ProtocolTracker(_RunLogger):
         name = cfg.tracking.registered_model or cfg.name
         with using_tracking_uri(tracking_uri(cfg)):
             version = mlflow.register_model(tags["voxnas.model_uri"], name)
-        uri = f"models:/{name}/{version.version}"
-        self.set_tags({"voxnas.registered_model": uri})
-        for key in ("voxnas.fold", "voxnas.stage"):
-            self.client.set_model_version_tag(name, version.version, key, tags.get(key, ""))
-        print(f"MLflow: registered {uri} ({why})")
+        v = version.version
+        uri = f"models:/{name}/{v}"
+        parent = self.client.get_run(self.run_id)
+        genotype = load_aggregate(cfg)
+        cv = _cv_dice(parent.data.metrics)
+        self.client.update_model_version(
+            name, v, version_description(genotype, cv, why, self.run_id, parent.info.run_name)
+        )
+        self.client.set_registered_model_alias(name, "best", v)
+        version_tags = {
+            "voxnas.fold": tags.get("voxnas.fold", ""),
+            "voxnas.stage": tags.get("voxnas.stage", ""),
+            "voxnas.protocol_id": self.run_id,
+            "voxnas.space": cfg.model.space,
+            "voxnas.chosen_by": why,
+        }
+        if genotype is not None:
+            version_tags["voxnas.genotype"] = genotype.code()[:5000]
+        version_tags.update({f"voxnas.cv_dice.{k}": f"{d:.4f}" for k, d in cv.items()})
+        for key, value in version_tags.items():
+            self.client.set_model_version_tag(name, v, key, str(value))
+        # the version's source run is the child that trained it; say so on the parent
+        self.set_tags(
+            {
+                "voxnas.registered_model": uri,
+                "mlflow.note.content": (
+                    f"{parent.data.tags.get('mlflow.note.content', '')}\n\nRegistered "
+                    f"model: {uri} (alias @best), {why}."
+                ),
+            }
+        )
+        print(f"MLflow: registered {uri} @best ({why})")
         return uri
+
+
+def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
+    """Where the MLflow UI at ``base`` shows this project: ``runs`` (the experiment's runs
+    view, in MLflow 3's "Model training" mode rather than its GenAI overview) and, once a
+    protocol has run, ``compare`` (its newest protocol's searches side by side) and
+    ``parent`` (that protocol's run). Reads the store; creates nothing."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return {"runs": f"{base}/#/experiments"}
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {"runs": f"{base}/#/experiments"}
+    eid = exp.experiment_id
+    links = {"runs": f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning"}
+    parents = client.search_runs(
+        [eid],
+        "tags.`voxnas.role` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if parents:
+        pid = parents[0].info.run_id
+        links["parent"] = f"{base}/#/experiments/{eid}/runs/{pid}"
+        searches = client.search_runs(
+            [eid],
+            f"tags.`mlflow.parentRunId` = '{pid}' and tags.`voxnas.stage` = 'search'",
+            max_results=100,
+        )
+        ids = sorted(r.info.run_id for r in searches)
+        if ids:
+            links["compare"] = (
+                f"{base}/#/compare-runs?runs={json.dumps(ids, separators=(',', ':'))}"
+                f"&experiments={json.dumps([eid])}"
+            )
+    return links
+
+
+def _cv_dice(metrics: dict[str, float]) -> dict[str, float]:
+    """The searched architecture's cross-validated mean DSC per class/region, from the
+    parent's ``results/searched_dice_<class>_mean`` metrics."""
+    prefix, suffix = "results/searched_dice_", "_mean"
+    return {
+        k[len(prefix) : -len(suffix)]: v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and k.endswith(suffix)
+    }
 
 
 def download_model_bundle(uri: str, dest: Path, store: str | None = None) -> Path:

@@ -2,26 +2,124 @@
 carries it out, and tests check these decisions directly).
 
 - a search trial: its genotype (JSON, code, tag), final alphas, the softmax(alpha) heatmap and
-  the alpha trajectory plot, and one ``genotypes.jsonl`` line per epoch;
+  the alpha trajectory plot, one ``genotypes.jsonl`` line per epoch and the full
+  ``alpha_history.json``;
 - a retrain trial: per-case metrics, the DSC box plot, the model (bundle + metadata);
 - the parent run: the aggregate, the results tables and box plot, and summary metrics;
 - registration: the *final* model (every training case) when the protocol trained one, else
-  the fold model with the best search-validation DSC (never chosen on test DSC).
+  the fold model with the best search-validation DSC (never chosen on test DSC); alias
+  ``best``.
+
+Metric keys have one ``/``, so MLflow's chart view shows one section per namespace:
+``search/…`` and ``retrain/…`` (the model's curves; the final stage is a retrain too), then
+``search_cells/<cell>.top_p|choice|agreement`` (what each cell decided) after them;
+``results/…`` on the parent. Per-op probabilities are in ``alpha_history.json``, not metrics:
+69 of them would bury the curves.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from voxnas.search_spaces.agreement import cell_table
+
 __all__ = [
+    "CELLS",
+    "agreement_metrics",
     "child_identity",
     "choose_registration",
     "genotype_artifact",
+    "logged_model_name",
+    "namespace",
     "parent_name",
+    "readable_code",
     "result_metrics",
     "retrain_tags",
     "search_tags",
+    "tracked_metrics",
+    "version_description",
 ]
+
+CELLS = "search_cells"  # sorts after "retrain" and "search" in MLflow's chart view
+
+
+def namespace(stage: str) -> str:
+    """``search`` for searches, ``retrain`` for fold retrains and the final model."""
+    return "search" if stage == "search" else "retrain"
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "_")
+
+
+def _cell(name: str) -> str:
+    return name.replace("/", ".")
+
+
+def tracked_metrics(stage: str, metrics: dict[str, float]) -> dict[str, float]:
+    """What one epoch logs to MLflow: every finite scalar as ``<namespace>/<name>``; the
+    per-op ``alpha/<cell>/<op>`` probabilities summarised per cell as
+    ``search_cells/<cell>.top_p`` and ``.choice`` (the op's index in the cell's op table);
+    ``alpha_top/*`` rows are those ``top_p`` values again and are dropped."""
+    ns = namespace(stage)
+    out = {
+        f"{ns}/{_key(k)}": float(v)
+        for k, v in metrics.items()
+        if not k.startswith(("alpha/", "alpha_top/")) and math.isfinite(float(v))
+    }
+    for cell, ops in cell_table(metrics).items():
+        probs = list(ops.values())
+        top = max(range(len(probs)), key=probs.__getitem__)
+        out[f"{CELLS}/{_cell(cell)}.top_p"] = probs[top]
+        out[f"{CELLS}/{_cell(cell)}.choice"] = float(top)
+    return out
+
+
+def agreement_metrics(agreement: dict[str, Any]) -> dict[str, float]:
+    """The parent's per-cell agreement between folds (``agreement.fold_agreement``)."""
+    out = {
+        f"{CELLS}/{_cell(cell)}.agreement": float(row["agreement"])
+        for cell, row in agreement["cells"].items()
+    }
+    out["search/fold_agreement_mean"] = float(agreement["agreement_mean"])
+    return out
+
+
+def readable_code(genotype) -> str:
+    """The genotype code with op names: ``[2D 2D P3D, ...] [3D ...]`` for V-NAS (whose code
+    is digits); NAS-3D-U-Net codes already name their ops."""
+    if genotype.space != "vnas":
+        return genotype.code()
+    from voxnas.search_spaces.genotypes import ENCODER_LAYOUT, VNAS_CHOICES
+
+    groups, i = [], 0
+    for n in ENCODER_LAYOUT:
+        groups.append(" ".join(VNAS_CHOICES[c] for c in genotype.encoder[i : i + n]))
+        i += n
+    return f"[{', '.join(groups)}] [{' '.join(VNAS_CHOICES[c] for c in genotype.decoder)}]"
+
+
+def logged_model_name(arch: str, fold: int | None) -> str:
+    """Distinct names for the models of one protocol: ``searched-f1``, ``searched-final``."""
+    return f"{arch}-{'final' if fold is None else f'f{fold}'}"
+
+
+def version_description(
+    genotype, cv_dice: dict[str, float], why: str, parent_id: str, parent_name: str
+) -> str:
+    """The registered version's description (Markdown): what the model is and how good."""
+    lines = [
+        f"voxnas model, {why}.",
+        "",
+        f"- genotype: `{genotype.code()}`" if genotype is not None else "- architecture: fixed",
+    ]
+    if genotype is not None and genotype.space == "vnas":
+        lines.append(f"- ops: {readable_code(genotype)}")
+    for col, v in cv_dice.items():
+        lines.append(f"- cross-validated DSC {col} (test folds, mean): {v:.4f}")
+    lines.append(f"- protocol run: {parent_name} (`{parent_id}`)")
+    return "\n".join(lines)
 
 
 def parent_name(config_name: str, started: str, version: str) -> str:
@@ -61,17 +159,17 @@ def retrain_tags(res, model_uri: str) -> dict[str, str]:
 
 
 def result_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The parent run's metrics: ``<arch>/<column>/<mean|std|median>`` over all test cases
-    and the search summary (``search/alpha_entropy_mean_over_folds``, ...)."""
+    """The parent run's metrics: ``results/<arch>_<column>_<mean|std|median>`` over all test
+    cases and the search summary (``search/alpha_entropy_mean_over_folds``, ...)."""
     metrics = {
-        f"{arch}/{col}/{stat}": v[stat]
+        f"results/{arch}_{_key(col)}_{stat}": v[stat]
         for arch, s in summary.items()
         if isinstance(s, dict) and "overall" in s
         for col, v in s["overall"].items()
         for stat in ("mean", "std", "median")
     }
     search = summary.get("search") or {}
-    for key in ("alpha_entropy", "alpha_top_mean"):
+    for key in ("alpha_entropy", "alpha_top_mean", "val_dice"):
         if search.get(key):
             metrics[f"search/{key}_mean_over_folds"] = sum(search[key]) / len(search[key])
     if "share_cells_p2d_below_third" in search:

@@ -19,8 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import ray
-from ray import tune
+# Our progress lines differ only in numbers, which Ray's log dedup treats as equal: it would
+# print fold 0's line "[repeated 2x]" and hide fold 1's. They are few: no dedup. Ray reads
+# this when it is imported, so it is set here, before the import.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
 
 from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
 from voxnas.data.prepare import FoldData
@@ -59,12 +64,30 @@ def verbose() -> bool:
     return os.environ.get("VOXNAS_VERBOSE", "") not in ("", "0")
 
 
+# Ray's start-up notices for a local instance: a fresh token is generated and kept under
+# ~/.ray on every start; nothing for the user to do
+_RAY_NOTICES = (
+    "Token authentication is enabled",
+    "Generated new authentication token",
+    "Started a local Ray instance",
+)
+
+
+class _DropRayNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_RAY_NOTICES)
+
+
 def _quiet_ray_loggers() -> None:
     """Ray's per-checkpoint INFO lines ("Checkpoint successfully created ...", one per epoch
-    per trial) and Tune's result-file notices, silenced at their source unless verbose."""
+    per trial), Tune's result-file notices and Ray's start-up notices, silenced at their
+    source unless verbose."""
     if not verbose():
         for name in ("ray.train", "ray.tune", "ray.air"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        for handler in logging.getLogger("ray").handlers:  # filters on loggers don't inherit
+            if not any(isinstance(f, _DropRayNotices) for f in handler.filters):
+                handler.addFilter(_DropRayNotices())
         # with verbose=0 the legacy reporter prints nothing; the new one still prints a
         # configuration box and TensorBoard hints per Tuner
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -115,9 +138,6 @@ def init_ray(cfg: Config, address: str | None = None) -> None:
     check_ray_address(cfg, address)
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     _quiet_ray_loggers()
-    # our progress lines differ only in numbers, which Ray's log dedup treats as equal: it
-    # would print fold 0's line "[repeated 2x]" and hide fold 1's. They are few: no dedup.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     worker_env = {**WORKER_ENV, "VOXNAS_VERBOSE": "1" if verbose() else "0"}
     env = {"env_vars": {**worker_env, **_mlflow_env(cfg, address)}}
     if address:
@@ -125,7 +145,12 @@ def init_ray(cfg: Config, address: str | None = None) -> None:
         ray.init(address=address, runtime_env=env)
     else:
         ray.init(num_cpus=cfg.ray.local_cpus, include_dashboard=False, runtime_env=env)
-    print(f"Ray resources: {ray.cluster_resources()}")
+    res = ray.cluster_resources()
+    if verbose():
+        print(f"Ray resources: {res}")
+    else:
+        nodes = sum(1 for k in res if k.startswith("node:") and k != "node:__internal_head__")
+        print(f"Ray: {nodes} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
 
 
 def tune_space(cfg: Config) -> dict[str, Any]:

@@ -24,13 +24,21 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from voxnas.search_spaces.ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
+from voxnas.search_spaces.ops import (
+    NAS3D_DOWN_OPS,
+    NAS3D_NORMAL_OPS,
+    NAS3D_UP_OPS,
+    VNAS_DECODER_OPS,
+    VNAS_ENCODER_OPS,
+    short_name,
+)
 
 __all__ = [
     "ENCODER_LAYOUT",
     "NAS3DGenotype",
     "VNASGenotype",
     "aggregate_genotypes",
+    "alpha_probs",
     "cell_edges",
     "derive_genotype",
     "genotype_from_json",
@@ -129,6 +137,35 @@ def cell_edges(kind: str, n_nodes: int) -> list[tuple[int, int, bool]]:
 
 def _special_ops(kind: str) -> tuple[str, ...]:
     return tuple(NAS3D_DOWN_OPS if kind == "down" else NAS3D_UP_OPS)
+
+
+def alpha_probs(space: str, alphas: dict[str, Any]) -> dict[str, float]:
+    """softmax(alpha) by name, ``alpha/<cell>/<op>``: V-NAS cells ``enc07``/``dec02`` with
+    ops ``2d``/``3d``/``p3d``; NAS-3D-U-Net hybrid modules ``dc/node1/hm0`` (``uc`` for up
+    cells; ``hm<k>``: the module on the node's input k). Empty for fixed networks."""
+    out: dict[str, float] = {}
+    if not alphas:
+        return out
+    if space == "vnas":
+        for prefix, key, ops in (
+            ("enc", "encoder", VNAS_ENCODER_OPS),
+            ("dec", "decoder", VNAS_DECODER_OPS),
+        ):
+            for i, row in enumerate(softmax(np.asarray(alphas[key], dtype=float))):
+                for op, p in zip(ops, row):
+                    out[f"alpha/{prefix}{i:02d}/{short_name(op)}"] = float(p)
+        return out
+    n_nodes = int(np.asarray(alphas["up_special"]).shape[0])
+    for kind, tag in (("down", "dc"), ("up", "uc")):
+        rows = {
+            True: iter(softmax(np.asarray(alphas[f"{kind}_special"], dtype=float))),
+            False: iter(softmax(np.asarray(alphas[f"{kind}_normal"], dtype=float))),
+        }
+        for node, inp, special in cell_edges(kind, n_nodes):
+            ops = _special_ops(kind) if special else tuple(NAS3D_NORMAL_OPS)
+            for op, p in zip(ops, next(rows[special])):
+                out[f"alpha/{tag}/node{node}/hm{inp}/{op}"] = float(p)
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxnas.search_spaces.genotypes import NAS3DGenotype, cell_edges, softmax
+from voxnas.search_spaces.genotypes import NAS3DGenotype, alpha_probs, cell_edges
 from voxnas.search_spaces.layers import Conv3d, group_norm
 from voxnas.search_spaces.mixed import MixedOp, SearchableNet
 from voxnas.search_spaces.ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
@@ -151,22 +151,7 @@ class NAS3DUNet(SearchableNet):
 
     def alpha_probs(self) -> dict[str, float]:
         """``alpha/dc/node1/hm0/dil_conv`` -> probability (hm = the module's input index)."""
-        out: dict[str, float] = {}
-        alphas = self.alphas()
-        if not alphas:
-            return out
-        for kind, tag in (("down", "dc"), ("up", "uc")):
-            rows = {
-                True: softmax(alphas[f"{kind}_special"].numpy()),
-                False: softmax(alphas[f"{kind}_normal"].numpy()),
-            }
-            counter = {True: 0, False: 0}
-            for node, inp, special in cell_edges(kind, self.nodes):
-                p = rows[special][counter[special]]
-                counter[special] += 1
-                for name, v in zip(_table(kind, special), p):
-                    out[f"alpha/{tag}/node{node}/hm{inp}/{name}"] = float(v)
-        return out
+        return alpha_probs("nas3dunet", {k: v.numpy() for k, v in self.alphas().items()})
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         check_patch("nas3dunet", shape, self.depth)

@@ -22,11 +22,11 @@ from voxnas.search_spaces.genotypes import (
     N_DECODER,
     N_ENCODER,
     VNASGenotype,
-    softmax,
+    alpha_probs,
 )
 from voxnas.search_spaces.layers import BatchNorm3d, Conv3d, conv_bn_relu, upsample
 from voxnas.search_spaces.mixed import MixedOp, SearchableNet
-from voxnas.search_spaces.ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS, short_name
+from voxnas.search_spaces.ops import VNAS_DECODER_OPS, VNAS_ENCODER_OPS
 from voxnas.shape_rules import check_patch
 
 __all__ = ["VNAS"]
@@ -168,12 +168,7 @@ class VNAS(SearchableNet):
 
     def alpha_probs(self) -> dict[str, float]:
         """``alpha/enc07/p3d`` -> softmax probability, for tracking."""
-        out = {}
-        for prefix, key, names in (("enc", "encoder", ENC_NAMES), ("dec", "decoder", DEC_NAMES)):
-            for i, row in enumerate(softmax(self.alphas().get(key, torch.zeros(0, 3)).numpy())):
-                for n, p in zip(names, row):
-                    out[f"alpha/{prefix}{i:02d}/{short_name(n)}"] = float(p)
-        return out
+        return alpha_probs("vnas", {k: v.numpy() for k, v in self.alphas().items()})
 
     @staticmethod
     def check_shape(shape: tuple[int, ...]) -> None:

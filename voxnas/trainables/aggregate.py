@@ -9,6 +9,7 @@ With ``search.folds: one`` the single search's genotype is the architecture.
 from __future__ import annotations
 
 from voxnas.config import Config
+from voxnas.search_spaces.agreement import fold_agreement
 from voxnas.search_spaces.genotypes import aggregate_genotypes
 from voxnas.trainables.records import load_search_results, save_aggregate
 
@@ -22,13 +23,15 @@ def aggregate_stage(cfg: Config, log=print):
         raise FileNotFoundError(
             f"search results missing under {cfg.layout.search}: run `voxnas search` first"
         )
-    genotype = aggregate_genotypes(
-        cfg.model.space,
-        [r["alphas"] for r in results.values()],
-        [r["genotype"] for r in results.values()],
-    )
-    path = save_aggregate(cfg, genotype, {k: r["genotype"] for k, r in results.items()})
+    alphas = [r["alphas"] for r in results.values()]
+    genotypes = [r["genotype"] for r in results.values()]
+    genotype = aggregate_genotypes(cfg.model.space, alphas, genotypes)
+    agreement = fold_agreement(cfg.model.space, alphas, genotypes)
+    path = save_aggregate(cfg, genotype, {k: r["genotype"] for k, r in results.items()}, agreement)
     for k, r in results.items():
         log(f"  {'single search' if r['fold'] is None else f'fold {k}'}: {r['genotype'].code()}")
-    log(f"aggregated genotype: {genotype.code()}\n  -> {path}")
+    log(
+        f"aggregated genotype: {genotype.code()} (folds agree on "
+        f"{agreement['agreement_mean']:.0%} of cell choices)\n  -> {path}"
+    )
     return genotype

@@ -40,6 +40,7 @@ __all__ = [
     "check_finite",
     "make_weight_optimizer",
     "open_fold",
+    "patch_dice",
     "run_epochs",
     "seed_everything",
     "stage_seed",
@@ -158,6 +159,20 @@ def train_step(model, opt, params, loss_fn, batch, device, clip: float | None = 
     return float(loss.detach())
 
 
+def patch_dice(logits: torch.Tensor, target: torch.Tensor, kind: str) -> float:
+    """Mean foreground DSC of a batch (classes by argmax, BraTS regions by sigmoid > 0.5)."""
+    if kind == "brats_regions":
+        pred, gt = torch.sigmoid(logits) > 0.5, target > 0.5
+    else:
+        k = logits.shape[1]
+        pred = torch.nn.functional.one_hot(logits.argmax(1), k).movedim(-1, 1)[:, 1:] > 0
+        gt = torch.nn.functional.one_hot(target, k).movedim(-1, 1)[:, 1:] > 0
+    dims = (0, *range(2, pred.ndim))
+    inter, denom = (pred & gt).sum(dims).float(), (pred.sum(dims) + gt.sum(dims)).float()
+    dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+    return float(dice.mean())
+
+
 @dataclass
 class FoldContext:
     """One stage on one fold: the data handle, the device, channels, seeds and the loss."""
@@ -211,6 +226,14 @@ class FoldContext:
         """The next batch of ``sampler`` on the device, labels as the loss's target."""
         x, y = sampler.batch(self.cfg.patch.batch_size)
         return self.to_device((x, y))
+
+    def evaluate(self, model, batches, loss_fn) -> tuple[float, float]:
+        """Mean loss and patch DSC of ``model`` on host ``batches`` (no gradients); the
+        caller sets the model's mode (which BatchNorm statistics it uses)."""
+        with torch.no_grad(), autocast(self.device):
+            outs = [(model(x).float(), y) for x, y in map(self.to_device, batches)]
+        loss = float(np.mean([float(loss_fn(o, y)) for o, y in outs]))
+        return loss, float(np.mean([patch_dice(o, y, self.cfg.data.target) for o, y in outs]))
 
     def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch

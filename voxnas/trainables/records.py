@@ -67,14 +67,19 @@ def search_folds(cfg: Config) -> list[int | None]:
     return [None] if cfg.search.folds == "one" else list(range(cfg.split.folds))
 
 
-def save_aggregate(cfg: Config, genotype, fold_genotypes: dict[int, Any]) -> Path:
-    return write_json(
-        cfg.layout.aggregate,
-        {
-            "genotype": genotype.to_dict(),
-            "folds": {str(k): g.to_dict() for k, g in fold_genotypes.items()},
-        },
-    )
+def save_aggregate(
+    cfg: Config, genotype, fold_genotypes: dict[int, Any], agreement: dict | None = None
+) -> Path:
+    """``aggregate/genotype.json``: the genotype, every cell's op by name, each fold's
+    genotype, and the per-cell votes and summed probabilities (``fold_agreement``)."""
+    data = {
+        "genotype": genotype.to_dict(),
+        "ops": genotype.describe(),
+        "folds": {str(k): g.to_dict() for k, g in fold_genotypes.items()},
+    }
+    if agreement is not None:
+        data["votes"] = agreement
+    return write_json(cfg.layout.aggregate, data)
 
 
 def load_aggregate(cfg: Config):

@@ -6,6 +6,7 @@ the chosen architecture on the whole training set; nnU-Net users expect this mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from voxnas.data.preprocess import invert_geometry
 from voxnas.evaluation.inference import masks_by_name, segment
 from voxnas.evaluation.metrics import case_metrics, summarize, write_table
 from voxnas.run_layout import RunLayout
-from voxnas.search_spaces.layers import recalibrate_batchnorm
+from voxnas.search_spaces.layers import patch_statistics, recalibrate_batchnorm
 from voxnas.search_spaces.registry import Architecture, resolve_architecture
 from voxnas.trainables.bundle import ModelMeta, save_bundle
 from voxnas.trainables.checkpoint import Checkpoint
@@ -149,6 +150,20 @@ def run_retrain_fold(
     sampler = ctx.sampler(trainval, cfg.patch.train, "train")
     loss_fn = ctx.loss()
     what = f"{ctx.stage} {arch.name} {ctx.name}"
+    # the validation curve: fixed patches of the test cases (its own patch stream, so the
+    # training stream and the results are the same with or without it), scored the way
+    # inference will see them; nothing is selected on it
+    test = ctx.data.split.test
+    watch = ctx.sampler(test, cfg.patch.train, "val") if test and r.val_batches else None
+    watched = [watch.batch(cfg.patch.batch_size) for _ in range(r.val_batches)] if watch else []
+
+    def validate() -> dict[str, float]:
+        if not watched:
+            return {}
+        model.eval()
+        with patch_statistics(model) if cfg.eval.bn_stats == "patch" else nullcontext():
+            val_loss, val_dice = ctx.evaluate(model, watched, loss_fn)
+        return {"val_loss": check_finite(val_loss, f"{what} val"), "val_dice": val_dice}
 
     def one_epoch(epoch: int) -> Epoch:
         model.train()
@@ -168,8 +183,10 @@ def run_retrain_fold(
             "fold": ctx.fold,
             "train_loss": train_loss,
             "lr_weights": opt.param_groups[0]["lr"],
+            **validate(),
         }
-        return Epoch(metrics, line=f"loss {train_loss:.4f}")
+        val = f" val {metrics['val_loss']:.4f} dsc {metrics['val_dice']:.3f}" if watched else ""
+        return Epoch(metrics, line=f"loss {train_loss:.4f}{val}")
 
     ckpt = Checkpoint(
         RunLayout.checkpoint(out_dir),

@@ -24,7 +24,6 @@ import torch
 
 from voxnas.config import Config
 from voxnas.data.prepare import FoldData
-from voxnas.device import autocast
 from voxnas.search_spaces.genotypes import derive_genotype, genotype_from_json, softmax
 from voxnas.trainables.checkpoint import Checkpoint
 from voxnas.trainables.engine import (
@@ -35,6 +34,7 @@ from voxnas.trainables.engine import (
     check_finite,
     make_weight_optimizer,
     open_fold,
+    patch_dice,
     run_epochs,
     train_step,
 )
@@ -101,20 +101,6 @@ def bilevel_step(
     if update_arch and not arch_first:
         arch_loss = arch()
     return w_loss, arch_loss
-
-
-def patch_dice(logits: torch.Tensor, target: torch.Tensor, kind: str) -> float:
-    """Mean foreground DSC of a batch (classes by argmax, BraTS regions by sigmoid > 0.5)."""
-    if kind == "brats_regions":
-        pred, gt = torch.sigmoid(logits) > 0.5, target > 0.5
-    else:
-        k = logits.shape[1]
-        pred = torch.nn.functional.one_hot(logits.argmax(1), k).movedim(-1, 1)[:, 1:] > 0
-        gt = torch.nn.functional.one_hot(target, k).movedim(-1, 1)[:, 1:] > 0
-    dims = (0, *range(2, pred.ndim))
-    inter, denom = (pred & gt).sum(dims).float(), (pred.sum(dims) + gt.sum(dims)).float()
-    dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
-    return float(dice.mean())
 
 
 def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:
@@ -239,10 +225,7 @@ def run_search_fold(
         # BatchNorm running statistics mix candidate paths whose activations keep changing
         # and, after a few iterations, give validation losses in the thousands.
         model.train(model.mode == "search")
-        with torch.no_grad(), autocast(ctx.device):
-            outs = [(model(x).float(), y) for x, y in map(ctx.to_device, fixed_val)]
-            val_loss = float(np.mean([float(loss_fn(o, y)) for o, y in outs]))
-            val_dice = float(np.mean([patch_dice(o, y, cfg.data.target) for o, y in outs]))
+        val_loss, val_dice = ctx.evaluate(model, fixed_val, loss_fn)
         if ep_sched is not None:
             ep_sched.step(val_loss)
         genotype = derive_genotype(cfg.model.space, model.alphas())
