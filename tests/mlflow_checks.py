@@ -107,6 +107,7 @@ def _check(client, experiment, n_search, n_retrain, epochs, model_name, n_final,
     if n_search > 1:  # agreement between the fold searches
         assert "search/fold_agreement_mean" in parent.data.metrics
         assert "search_cells/enc00.agreement" in parent.data.metrics
+    assert "config.yaml" in {f.path for f in client.list_artifacts(parent.info.run_id)}
     names = {f.path for f in client.list_artifacts(parent.info.run_id, "aggregate")}
     assert "aggregate/genotype.json" in names
     aggregate = json.loads(

@@ -1,6 +1,7 @@
 """The run folder: every path under ``<workdir>/<name>/`` comes from here.
 
 ```
+<run>/config.yaml                       the run's resolved config (every default spelled out)
 <run>/splits/folds.json                 K folds of case ids (seeded)
 <run>/splits/fold<k>.json               fold k's train / val / test ids
 <run>/splits/fold<k>_stats.json         fold k's normalisation statistics
@@ -37,6 +38,10 @@ def arch_dirname(arch_name: str) -> str:
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
 
     @property
     def splits(self) -> Path:

@@ -161,3 +161,79 @@ def test_run_identity_is_fold_first_with_groupable_params():
     a = parent_name("demo", "2026-11-25 17:50:02", "34d599c")
     b = parent_name("demo", "2026-11-25 17:51:40", "34d599c")
     assert a != b and sorted([b, a]) == [a, b]  # unique and sortable by start time
+
+
+def test_tracked_metrics_namespace_by_stage_and_summarise_cells():
+    from voxnas.platform.tracking_policy import tracked_metrics
+
+    epoch = {
+        "train_loss": 0.5,
+        "val_dice": 0.8,
+        "alpha_entropy": 1.0,
+        "alpha_top/encoder00": 0.7,
+        "alpha/enc00/2d": 0.1,
+        "alpha/enc00/3d": 0.7,
+        "alpha/enc00/p3d": 0.2,
+        "alpha/dc/node1/hm0/conv": 0.6,
+        "alpha/dc/node1/hm0/dil_conv": 0.4,
+        "arch_loss": float("nan"),
+    }
+    m = tracked_metrics("search", epoch)
+    assert m["search/train_loss"] == 0.5 and m["search/alpha_entropy"] == 1.0
+    assert m["search_cells/enc00.top_p"] == 0.7 and m["search_cells/enc00.choice"] == 1.0
+    assert m["search_cells/dc.node1.hm0.choice"] == 0.0
+    assert not any(k.startswith(("alpha/", "alpha_top/")) for k in m)
+    assert "search/arch_loss" not in m  # no NaN placeholders
+    assert all(k.count("/") == 1 for k in m)  # one chart section per namespace
+    retrain = tracked_metrics("final", {"train_loss": 0.1, "test/dice/organ/mean": 0.9})
+    assert retrain == {"retrain/train_loss": 0.1, "retrain/test_dice_organ_mean": 0.9}
+
+
+def test_readable_codes_model_names_and_version_description():
+    from voxnas.platform.tracking_policy import (
+        agreement_metrics,
+        logged_model_name,
+        readable_code,
+        version_description,
+    )
+    from voxnas.search_spaces.genotypes import VNASGenotype
+
+    g = VNASGenotype.parse("[0 0 0, 0 0 0 1, 2 0 2 0 2 2, 0 0 0] [0 0 1 0 1]")
+    assert readable_code(g) == (
+        "[2D 2D 2D, 2D 2D 2D 3D, P3D 2D P3D 2D P3D P3D, 2D 2D 2D] [2D 2D 3D 2D 3D]"
+    )
+    assert logged_model_name("searched", 1) == "searched-f1"
+    assert logged_model_name("searched", None) == "searched-final"
+    text = version_description(g, {"organ": 0.91234}, "the final model", "abc123", "demo · x")
+    assert g.code() in text and "0.9123" in text and "abc123" in text
+    votes = {"agreement_mean": 0.5, "cells": {"enc00": {"agreement": 0.25}}}
+    assert agreement_metrics(votes) == {
+        "search_cells/enc00.agreement": 0.25,
+        "search/fold_agreement_mean": 0.5,
+    }
+
+
+def test_ui_links_open_the_runs_view_and_the_newest_protocols_searches(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from voxnas.platform.tracking import ui_links
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = "http://127.0.0.1:5000"
+    assert ui_links(uri, "demo", base) == {"runs": f"{base}/#/experiments"}
+    assert not (tmp_path / "mlflow.db").exists()  # reading links creates no store
+    client = MlflowClient(uri)
+    exp = client.create_experiment("demo")
+    old = client.create_run(exp, tags={"voxnas.role": "parent"}).info.run_id
+    client.create_run(exp, tags={"mlflow.parentRunId": old, "voxnas.stage": "search"})
+    new = client.create_run(exp, tags={"voxnas.role": "parent"}).info.run_id
+    kids = [
+        client.create_run(exp, tags={"mlflow.parentRunId": new, "voxnas.stage": s}).info.run_id
+        for s in ("search", "search", "retrain")
+    ]
+    links = ui_links(uri, "demo", base)
+    assert links["runs"] == f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
+    assert links["parent"].endswith(f"/runs/{new}")
+    compare = links["compare"]
+    assert compare.startswith(f"{base}/#/compare-runs?runs=[")
+    assert all(k in compare for k in kids[:2]) and kids[2] not in compare and old not in compare

@@ -136,6 +136,25 @@ def test_final_stage_trains_on_every_case_without_test_cases(tmp_path):
     assert meta.extra["stage"] == "final" and meta.extra["fold"] is None
 
 
+def test_retrain_validation_curve_watches_without_changing_the_training(tmp_path):
+    from voxnas.trainables.engine import MemoryTracker
+
+    cfg = cfg_at(tmp_path)
+    trk = MemoryTracker()
+    watched = run_retrain_fold(cfg, 0, "P3D/P3D", tracker=trk, log=quiet)
+    assert set(trk.metrics["val_loss"]) == set(trk.metrics["val_dice"]) == {0, 1}  # per epoch
+    assert all(0 <= h["val_dice"] <= 1 and h["val_loss"] > 0 for h in watched.history)
+    blind = run_retrain_fold(
+        cfg_at(tmp_path / "b", "retrain.val_batches=0"), 0, "P3D/P3D", log=quiet
+    )
+    assert "val_loss" not in blind.history[0]
+    # its own patch stream, scored without touching BatchNorm statistics: same training
+    assert [h["train_loss"] for h in blind.history] == [h["train_loss"] for h in watched.history]
+    assert blind.rows == watched.rows
+    final = run_retrain_fold(cfg, None, "P3D/P3D", log=quiet)  # no test cases: no curve
+    assert "val_loss" not in final.history[0]
+
+
 def test_single_search_nas3dunet_mode(tmp_path):
     from voxnas.trainables.aggregate import aggregate_stage
     from voxnas.trainables.records import load_search_results, save_search_result

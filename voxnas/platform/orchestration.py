@@ -214,6 +214,19 @@ def _ensure_tracking(cfg: Config) -> None:
         ensure_experiment(cfg)
 
 
+def write_resolved_config(cfg: Config) -> Path:
+    """``<run>/config.yaml``: the resolved config (defaults and overrides spelled out), for
+    the record and the parent run's artifacts, rather than 90 lines on the console."""
+    import yaml
+
+    from voxnas.config import config_to_dict
+
+    path = cfg.layout.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
 def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) -> ProtocolResult:
     """The whole protocol. Without ``resume`` an existing run folder is moved aside first."""
     from voxnas.platform.tracking import ProtocolTracker, check_tracking_server
@@ -226,6 +239,7 @@ def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) 
     if not resume:
         move_aside(cfg.run_dir)
     prep = _prepared(cfg, None)
+    write_resolved_config(cfg)
     with ProtocolTracker(cfg, resume) as tracker:
         tracker.log_dataset(prep.describe(), "training")
         run_search_stage(cfg, address, resume, tracker.parent_id, prep)

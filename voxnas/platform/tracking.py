@@ -455,6 +455,8 @@ class ProtocolTracker(_RunLogger):
         folds = self.cfg.layout.folds_json
         if folds.is_file():
             self.client.log_artifact(self.run_id, str(folds), "splits")
+        if self.cfg.layout.config.is_file():
+            self.client.log_artifact(self.run_id, str(self.cfg.layout.config))
         print(f"MLflow: parent run {self.run_id} in {tracking_uri(self.cfg)}")
         return self
 
