@@ -34,14 +34,14 @@ def _free_port() -> int:
 def _pages(uri: str, experiment: str, base: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
-    from voxnas.platform.tracking import ui_links
+    from voxnas.platform.tracking import ML_MODE, ui_links
 
     links = ui_links(uri, experiment, base)
     if "parent" not in links:
         raise SystemExit(f"no voxnas protocol in {uri}: run `voxnas demo` first")
     client = MlflowClient(uri)
     eid = client.get_experiment_by_name(experiment).experiment_id
-    parent = links["parent"].rsplit("/", 1)[-1]
+    parent = links["parent"].rsplit("/", 1)[-1].split("?")[0]
     search = client.search_runs(
         [eid],
         f"tags.`mlflow.parentRunId` = '{parent}' and tags.`voxnas.stage` = 'search'",
@@ -52,10 +52,11 @@ def _pages(uri: str, experiment: str, base: str) -> dict[str, str]:
     name, version = model[len("models:/") :].rsplit("/", 1)
     return {
         "runs_view": links["runs"],
-        "search_charts": f"{base}/#/experiments/{eid}/runs/{search.info.run_id}/model-metrics",
+        "search_charts": f"{base}/#/experiments/{eid}/runs/{search.info.run_id}/model-metrics"
+        f"?{ML_MODE}",
         "protocol_run": links["parent"],
         "compare_searches": links["compare"],
-        "registered_model": f"{base}/#/models/{name}/versions/{version}",
+        "registered_model": f"{base}/#/models/{name}/versions/{version}?{ML_MODE}",
     }
 
 
@@ -75,7 +76,7 @@ def _shoot(chromium: str, url: str, out: Path, size: str) -> None:
                 "--hide-scrollbars",
                 f"--user-data-dir={profile}",
                 f"--window-size={size}",
-                "--virtual-time-budget=20000",
+                "--virtual-time-budget=45000",
                 f"--screenshot={out}",
                 url,
             ],
@@ -90,7 +91,7 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     ap.add_argument("--out", default=str(ROOT / "docs" / "ui"))
-    ap.add_argument("--size", default="1500,950", help="window WIDTH,HEIGHT")
+    ap.add_argument("--size", default="1920,1080", help="window WIDTH,HEIGHT")
     args = ap.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -65,7 +65,8 @@ def _check(client, experiment, n_search, n_retrain, epochs, model_name, n_final,
             history = client.get_metric_history(r.info.run_id, key)
             assert all(math.isfinite(m.value) for m in history), key
     for r in search:
-        assert "search.weight_optim.lr" in r.data.params and "cases.test" in r.data.params
+        assert "search.weight_optim.lr" in r.data.params and "voxnas.cases.test" in r.data.tags
+        assert not any(k.startswith("cases.") for k in r.data.params)
         cells = [k for k in r.data.metrics if k.startswith("search_cells/")]
         assert len(cells) == 21 * 2  # top-op probability and chosen op of every V-NAS cell
         for key in [*cells, "search/train_loss", "search/val_dice", "search/alpha_entropy"]:

@@ -8,6 +8,7 @@ import voxnas
 PKG = Path(voxnas.__file__).parent
 FLOORS = {
     "config": 0,
+    "console": 0,
     "device": 0,
     "run_layout": 0,
     "shape_rules": 0,

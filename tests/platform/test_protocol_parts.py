@@ -233,7 +233,7 @@ def test_ui_links_open_the_runs_view_and_the_newest_protocols_searches(tmp_path)
     ]
     links = ui_links(uri, "demo", base)
     assert links["runs"] == f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
-    assert links["parent"].endswith(f"/runs/{new}")
+    assert links["parent"].endswith(f"/runs/{new}?workflowType=machine_learning")
     compare = links["compare"]
     assert compare.startswith(f"{base}/#/compare-runs?runs=[")
     assert all(k in compare for k in kids[:2]) and kids[2] not in compare and old not in compare

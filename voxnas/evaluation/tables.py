@@ -109,12 +109,14 @@ def results_tables(
             )
             + " |"
         )
-        parts.append(format_summary(summary, f"{arch}: all folds ({len(mine)} cases)"))
+        per_fold = []
         for fold in sorted({r["fold"] for r in mine}):
             fs = summarize([r for r in mine if r["fold"] == fold])
             data[arch]["folds"][str(fold)] = fs
             dice = ", ".join(f"{c} {100 * fs[c]['mean']:.2f}%" for c in _dice_cols(rows))
-            parts.append(f"- fold {fold}: {dice}")
+            per_fold.append(f"- fold {fold}: {dice}")
+        table = format_summary(summary, f"{arch}: all folds ({len(mine)} cases)")
+        parts.append(table + "\n\n" + "\n".join(per_fold))
     text = "\n\n".join(["\n".join(overview)] + parts[1:])
     text = parts[0] + "\n\nMean DSC +- std over all test cases:\n\n" + text + "\n"
     search = summarize_search(cfg.model.space, search_results) if search_results else None

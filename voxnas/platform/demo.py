@@ -43,6 +43,7 @@ def demo_config(space: str, overrides: list[str], quick: bool = False) -> Config
 def compare_deployable(cfg: Config, root: Path, log=print) -> str | None:
     """Final model vs fold ensemble vs best fold on ``root``'s held-out labelled scans;
     writes ``<run>/results/held_out.{md,json}``. None without held-out labels."""
+    from voxnas.console import verbose
     from voxnas.device import pick_device
     from voxnas.platform.heldout import held_out_pairs, score_models, write_comparison
     from voxnas.platform.predict import load_fold_ensemble
@@ -65,7 +66,7 @@ def compare_deployable(cfg: Config, root: Path, log=print) -> str | None:
         best = max(scored, key=scored.get)
         path = cfg.layout.bundle(cfg.layout.retrain_fold("searched", best))
         candidates[f"best fold (fold {best}, on search val DSC)"] = load_bundle(path, device)
-    rows = score_models(candidates, pairs, device, log)
+    rows = score_models(candidates, pairs, device, log if verbose() else (lambda s: None))
     return write_comparison(rows, cfg.layout.results)
 
 

@@ -50,7 +50,7 @@ def score_models(
                 voxel_spacing(affine),
             )
             rows.append({"model": name, "case": case.case_id, **m})
-        log(f"held-out scans scored with the {name} model")
+        log(f"  held-out scans scored with the {name} model")
     return rows
 
 

@@ -259,7 +259,8 @@ def run_protocol(cfg: Config, address: str | None = None, resume: bool = False) 
         text, summary = results_tables(cfg, rows, searches)
         tracker.log_results(cfg, text, summary)
         model_uri = tracker.register(cfg)
-    print(text)
+    # the console gets the results; the search summary is in summary.md and MLflow
+    print(text.partition("\n## Search")[0].rstrip())
     final_model = cfg.layout.bundle(cfg.layout.final("searched"))
     return ProtocolResult(
         genotype,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from voxnas.config import Config, flatten_config
+from voxnas.console import verbose
 from voxnas.platform.tracking_policy import (
     agreement_metrics,
     child_identity,
@@ -61,7 +63,7 @@ def quiet_mlflow_loggers() -> None:
     source, unless verbose."""
     import logging
 
-    if os.environ.get("VOXNAS_VERBOSE", "") in ("", "0"):
+    if not verbose():
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -261,11 +263,11 @@ class TrialTracker(_RunLogger):
                 self.client.log_artifact(self.run_id, str(splits), "splits")
                 stats = cfg.layout.fold_stats(fold)
                 self.client.log_artifact(self.run_id, str(stats), "splits")
+                # tags, not params: long strings that differ in every fold would be the
+                # first columns the compare view's parallel coordinates pick
                 ids = json.loads(splits.read_text())
-                _log_params(
-                    self.client,
-                    self.run_id,
-                    {f"cases.{k}": ",".join(v) for k, v in ids.items() if k != "fold"},
+                self.set_tags(
+                    {f"voxnas.cases.{k}": ",".join(v)[:5000] for k, v in ids.items() if k != "fold"}
                 )
         history = self.client.get_metric_history(self.run_id, f"{namespace(stage)}/train_loss")
         self.last_step = max((m.step for m in history), default=-1)
@@ -518,7 +520,12 @@ class ProtocolTracker(_RunLogger):
             return None
         tags, why = chosen
         name = cfg.tracking.registered_model or cfg.name
-        with using_tracking_uri(tracking_uri(cfg)):
+        with (
+            using_tracking_uri(tracking_uri(cfg)),
+            # MLflow prints "Successfully registered ..." / "Created version ..." itself;
+            # the line below says the same with the alias and why
+            contextlib.nullcontext() if verbose() else contextlib.redirect_stderr(io.StringIO()),
+        ):
             version = mlflow.register_model(tags["voxnas.model_uri"], name)
         v = version.version
         uri = f"models:/{name}/{v}"
@@ -555,6 +562,9 @@ class ProtocolTracker(_RunLogger):
         return uri
 
 
+ML_MODE = "workflowType=machine_learning"  # MLflow 3 UI: "Model training", not GenAI
+
+
 def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
     """Where the MLflow UI at ``base`` shows this project: ``runs`` (the experiment's runs
     view, in MLflow 3's "Model training" mode rather than its GenAI overview) and, once a
@@ -567,7 +577,7 @@ def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
     if exp is None:
         return {"runs": f"{base}/#/experiments"}
     eid = exp.experiment_id
-    links = {"runs": f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning"}
+    links = {"runs": f"{base}/#/experiments/{eid}/runs?{ML_MODE}"}
     parents = client.search_runs(
         [eid],
         "tags.`voxnas.role` = 'parent'",
@@ -576,7 +586,7 @@ def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
     )
     if parents:
         pid = parents[0].info.run_id
-        links["parent"] = f"{base}/#/experiments/{eid}/runs/{pid}"
+        links["parent"] = f"{base}/#/experiments/{eid}/runs/{pid}?{ML_MODE}"
         searches = client.search_runs(
             [eid],
             f"tags.`mlflow.parentRunId` = '{pid}' and tags.`voxnas.stage` = 'search'",
@@ -586,7 +596,7 @@ def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
         if ids:
             links["compare"] = (
                 f"{base}/#/compare-runs?runs={json.dumps(ids, separators=(',', ':'))}"
-                f"&experiments={json.dumps([eid])}"
+                f"&experiments={json.dumps([eid])}&{ML_MODE}"
             )
     return links
 

@@ -28,6 +28,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
+from voxnas.console import verbose
 from voxnas.data.prepare import FoldData
 from voxnas.platform.hp_sets import hp_overrides, hp_tag, param_name, sampled
 from voxnas.run_layout import RunLayout, fold_dirname
@@ -56,12 +57,6 @@ WORKER_ENV = {
 }
 # per-epoch checkpoints with num_to_keep force frequent experiment snapshots; they are small
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def verbose() -> bool:
-    """``voxnas run/demo --verbose`` (``VOXNAS_VERBOSE=1``): Tune's trial tables, every
-    epoch's line and Ray's own INFO logs; otherwise a few lines per trial."""
-    return os.environ.get("VOXNAS_VERBOSE", "") not in ("", "0")
 
 
 # Ray's start-up notices for a local instance: a fresh token is generated and kept under
@@ -94,8 +89,9 @@ def _quiet_ray_loggers() -> None:
 
 
 def _log_every(epochs: int) -> int:
-    """Progress lines per trial: every epoch when verbose, else about four."""
-    return 1 if verbose() else max(1, epochs // 4)
+    """Progress lines per trial: every epoch when verbose, else three (the first, the middle
+    and the last epoch: nine trials of a demo stay within a screen)."""
+    return 1 if verbose() else max(1, -(-epochs // 2))
 
 
 def _mlflow_env(cfg: Config, address: str | None) -> dict[str, str]:
