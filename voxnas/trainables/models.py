@@ -27,12 +27,13 @@ def supernet_name(cfg: Config, mix: bool = False) -> str:
 def model_kwargs(cfg: Config) -> dict[str, Any]:
     m = cfg.model
     if m.space == "vnas":
-        return {"width": m.width, "psp": m.psp}
+        return {"width": m.width, "psp": m.psp, "memory_lean": m.memory_lean}
     return {
         "init_kernels": m.init_kernels,
         "depth": m.depth,
         "nodes": m.nodes,
         "channel_change": m.channel_change,
+        "memory_lean": m.memory_lean,
     }
 
 
