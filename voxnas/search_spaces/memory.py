@@ -7,7 +7,7 @@ patch), replayed under :class:`~voxnas.search_spaces.memory_trace.LiveBytes`:
 - ``search`` (first-order DARTS, ``trainables.search.bilevel_step``): a weight step as above,
   then an architecture step whose backward runs while the weight gradients of the weight step
   are still held (only the alphas' optimiser clears its gradients). That second backward is
-  the search step's peak.
+  the search step's peak, and the only part replayed (the weight gradients put in place).
 
 Persistent state is added in closed form: weights and buffers, optimiser state (SGD with
 momentum 1x the weights, Adam/AdamW 2x; the alphas' AdamW 2x the alphas). The peak counts
@@ -51,12 +51,13 @@ class StepMemory:
     """Bytes of one training step: persistent state and the peak of the step's allocations."""
 
     weights: int  # parameters (alphas included) and buffers
+    gradients: int  # gradients held when the step starts (search: the weight step's)
     optimizer: int  # optimiser state
-    step_peak: int  # gradients, activations and temporaries at the step's peak
+    step_peak: int  # activations, new gradients and temporaries at the step's peak
 
     @property
     def total(self) -> int:
-        return self.weights + self.optimizer + self.step_peak
+        return self.weights + self.gradients + self.optimizer + self.step_peak
 
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
@@ -66,6 +67,16 @@ def _params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     arch = list(getattr(model, "arch_parameters", list)())
     ids = {id(a) for a in arch}
     return [p for p in model.parameters() if id(p) not in ids], arch
+
+
+def _one_step(model, x, loss_fn, params, autocast, optimizer=None) -> None:
+    for p in params:
+        p.grad = None  # zero_grad(set_to_none=True) of this step's optimiser
+    with autocast():
+        loss = loss_fn(model(x))
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
 
 
 def run_step(
@@ -84,13 +95,8 @@ def run_step(
     weights, arch = _params(model)
     groups = [weights, arch] if kind == "search" and arch else [weights]
     for i, params in enumerate(groups):
-        for p in params:
-            p.grad = None  # zero_grad(set_to_none=True) of this step's optimiser
-        with autocast():
-            loss = loss_fn(model(x))
-        loss.backward()
-        if i < len(optimizers):
-            optimizers[i].step()
+        opt = optimizers[i] if i < len(optimizers) else None
+        _one_step(model, x, loss_fn, params, autocast, opt)
 
 
 def step_memory(
@@ -117,6 +123,8 @@ def step_memory(
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if kind not in ("search", "retrain"):
+        raise ValueError(f"kind must be 'search' or 'retrain', got {kind!r}")
     with torch.device("meta"):
         model = build()
     model.train()
@@ -125,10 +133,16 @@ def step_memory(
     w_bytes = sum(p.numel() * p.element_size() for p in weights)
     a_bytes = sum(a.numel() * a.element_size() for a in arch)
     opt = optimizer_slots(optimizer) * w_bytes + (2 * a_bytes if kind == "search" else 0)
+    search = kind == "search" and bool(arch)
+    if search:
+        # the arch step's backward, with the weight step's gradients still held, is the
+        # search step's peak: replay only that (half the time), gradients in place
+        for p in weights:
+            p.grad = torch.zeros_like(p)
+    autocast = Bf16Autocast if precision == "bf16" else contextlib.nullcontext
     tracer = LiveBytes()
     with tracer:  # the batch is part of the step: made inside, so counted
         x = torch.zeros((batch, in_channels, *patch), device="meta")
-        run_step(
-            model, x, loss_fn, kind, Bf16Autocast if precision == "bf16" else contextlib.nullcontext
-        )
-    return StepMemory(weights=size, optimizer=opt, step_peak=tracer.peak)
+        _one_step(model, x, loss_fn, arch if search else weights, autocast)
+    grads = w_bytes if search else 0
+    return StepMemory(weights=size, gradients=grads, optimizer=opt, step_peak=tracer.peak)
