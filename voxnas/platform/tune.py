@@ -24,6 +24,7 @@ from ray import tune
 
 from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
 from voxnas.data.prepare import FoldData
+from voxnas.platform.gpu_share import gpus_per_trial
 from voxnas.platform.hp_sets import hp_overrides, hp_tag, param_name, sampled
 from voxnas.run_layout import RunLayout, fold_dirname
 
@@ -146,6 +147,25 @@ def _has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def _trial_gpus(cfg: Config, stage: str) -> float:
+    """The configured GPU share, or for ``auto`` the one the memory model fits on the GPUs
+    (their size read on the driver; a cluster whose driver sees none gets one GPU a trial)."""
+    if not _has_gpus():
+        return 0.0
+    if cfg.ray.gpus_per_trial == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("ray.gpus_per_trial: auto: no GPU on the driver to size; 1 GPU per trial")
+            return 1.0
+        per_gpu = torch.cuda.get_device_properties(0).total_memory
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        share = gpus_per_trial(cfg, stage, per_gpu, precision)
+        print(f"ray.gpus_per_trial: auto: {share:g} GPU per {stage} trial")
+        return share
+    return float(cfg.ray.gpus_per_trial)
+
+
 def _trial_dirname(trial) -> str:
     cfg = trial.config
     job = cfg.get("job") or {}
@@ -170,7 +190,7 @@ def _fit(
     per finished trial. Failed trials raise, unless ``tolerate_errors`` (hyperparameter
     search: a diverging set is dropped and the others compete); unfinished ones raise
     :class:`InterruptedStageError`."""
-    gpus = cfg.ray.gpus_per_trial if _has_gpus() else 0.0
+    gpus = _trial_gpus(cfg, "search" if name == "search" else "retrain")
     trainable = tune.with_resources(trainable, {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus})
     path = cfg.layout.tune_stage(name)
     if resume and tune.Tuner.can_restore(str(path)):
