@@ -22,6 +22,7 @@ from voxnas.config import Config
 from voxnas.search_spaces.cost import model_cost
 from voxnas.search_spaces.genotypes import derive_genotype
 from voxnas.search_spaces.memory import step_memory
+from voxnas.search_spaces.nas3dunet import ALPHA_KEYS
 from voxnas.search_spaces.registry import PUBLISHED, Architecture, resolve_architecture
 from voxnas.trainables.losses import make_loss
 from voxnas.trainables.models import build_model, supernet_name
@@ -53,8 +54,8 @@ def largest_fixed(cfg: Config) -> str | Architecture:
     if cfg.model.space == "vnas":
         return "3D/3D"
     with torch.device("meta"):
-        alphas = build_model(cfg, supernet_name(cfg), *channels(cfg)).alphas()
-    g = derive_genotype("nas3dunet", {k: torch.zeros(v.shape) for k, v in alphas.items()})
+        arch = build_model(cfg, supernet_name(cfg), *channels(cfg)).arch_parameters()
+    g = derive_genotype("nas3dunet", {k: torch.zeros(a.shape) for k, a in zip(ALPHA_KEYS, arch)})
     return Architecture("uniform-alpha genotype", "nas3dunet", g)
 
 
