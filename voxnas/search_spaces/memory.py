@@ -69,12 +69,13 @@ def _params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     return [p for p in model.parameters() if id(p) not in ids], arch
 
 
-def _one_step(model, x, loss_fn, params, autocast, optimizer=None) -> None:
+def _one_step(model, x, loss_fn, params, autocast, optimizer=None, recompute=None) -> None:
     for p in params:
         p.grad = None  # zero_grad(set_to_none=True) of this step's optimiser
     with autocast():
         loss = loss_fn(model(x))
-    loss.backward()
+    with recompute() if recompute else contextlib.nullcontext():
+        loss.backward()
     if optimizer is not None:
         optimizer.step()
 
@@ -139,10 +140,13 @@ def step_memory(
         # search step's peak: replay only that (half the time), gradients in place
         for p in weights:
             p.grad = torch.zeros_like(p)
-    autocast = Bf16Autocast if precision == "bf16" else contextlib.nullcontext
+    bf16 = precision == "bf16"
+    autocast = Bf16Autocast if bf16 else contextlib.nullcontext
+    # memory-lean recomputation in backward runs under its forward's autocast state
+    recompute = (lambda: Bf16Autocast(cache=False)) if bf16 else None
     tracer = LiveBytes()
     with tracer:  # the batch is part of the step: made inside, so counted
         x = torch.zeros((batch, in_channels, *patch), device="meta")
-        _one_step(model, x, loss_fn, arch if search else weights, autocast)
+        _one_step(model, x, loss_fn, arch if search else weights, autocast, None, recompute)
     grads = w_bytes if search else 0
     return StepMemory(weights=size, gradients=grads, optimizer=opt, step_peak=tracer.peak)

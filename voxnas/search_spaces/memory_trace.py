@@ -99,11 +99,14 @@ class Bf16Autocast(TorchFunctionMode):
     """``torch.autocast("cuda", torch.bfloat16)`` on any device: floating inputs of
     convolutions and matrix products are cast to bf16 (each parameter once per forward, as
     autocast's weight cache does), of the fp32-list ops to fp32; everything else runs in the
-    dtype it is given (type promotion decides mixed inputs, as under autocast)."""
+    dtype it is given (type promotion decides mixed inputs, as under autocast).
+    ``cache=False`` around backward: a checkpoint's recomputation runs under the autocast
+    state of its forward (as ``torch.utils.checkpoint`` restores it), casting as it goes."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: bool = True) -> None:
         super().__init__()
         self._cache: dict[int, torch.Tensor] = {}
+        self._caching = cache
 
     def __exit__(self, *exc):
         self._cache.clear()  # autocast drops its weight casts on exit; the graph keeps its own
@@ -113,7 +116,7 @@ class Bf16Autocast(TorchFunctionMode):
         def cast(t):
             if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == dtype:
                 return t
-            if isinstance(t, torch.nn.Parameter) and dtype == torch.bfloat16:
+            if self._caching and isinstance(t, torch.nn.Parameter) and dtype == torch.bfloat16:
                 if id(t) not in self._cache:
                     self._cache[id(t)] = t.to(dtype)
                 return self._cache[id(t)]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.overrides import _get_current_function_mode_stack
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["checkpointed"]
@@ -34,10 +35,14 @@ def _buffers(module: nn.Module) -> list[torch.Tensor]:
 def _contexts(module: nn.Module):
     buffers = _buffers(module)
     before: list[torch.Tensor] = []
+    modes: list = []
 
     @contextlib.contextmanager
     def first_forward() -> Iterator[None]:
         before[:] = [b.clone() for b in buffers]
+        # torch function modes (the memory model's bf16 autocast emulation) are re-entered
+        # for the recomputation, as checkpoint itself does for torch.autocast
+        modes[:] = _get_current_function_mode_stack()
         yield
 
     @contextlib.contextmanager
@@ -47,7 +52,10 @@ def _contexts(module: nn.Module):
             for b, old in zip(buffers, before):
                 b.copy_(old)
         try:
-            yield
+            with contextlib.ExitStack() as stack:
+                for mode in modes:
+                    stack.enter_context(mode)
+                yield
         finally:
             with torch.no_grad():
                 for b, cur in zip(buffers, now):
@@ -59,6 +67,4 @@ def _contexts(module: nn.Module):
 def checkpointed(module: nn.Module, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
     """``fn(*args)`` (a computation of ``module``) keeping only its inputs for backward; the
     rest is recomputed there, with ``module``'s BatchNorm statistics as they were."""
-    if not _buffers(module):
-        return checkpoint(fn, *args, use_reentrant=False)
     return checkpoint(fn, *args, use_reentrant=False, context_fn=lambda: _contexts(module))
