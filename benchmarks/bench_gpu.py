@@ -20,13 +20,12 @@ import torch
 from _common import median_time, write_results
 
 from voxnas.config import load_config
-from voxnas.search_spaces.memory import run_step
-from voxnas.search_spaces.memory_probe import measured_step_peak
-from voxnas.trainables.footprint import _loss, channels, step_bytes
-from voxnas.trainables.models import build_model
+from voxnas.search_spaces.memory import GIB
+from voxnas.trainables.footprint import make_optimizers, step_bytes
+from voxnas.trainables.models import build_model, cost_channels
+from voxnas.trainables.step_probe import measured_step_peak, run_step
 
 ROOT = Path(__file__).resolve().parent.parent
-GIB = 2**30
 CASES = [  # label, config, overrides, architecture, step
     ("V-NAS supernet 96x96x64", "vnas_nih.yaml", [], "vnas-supernet", "search"),
     ("V-NAS supernet 96x96x64, memory-lean", "vnas_nih.yaml", ["model.memory_lean=true"],
@@ -38,33 +37,15 @@ CASES = [  # label, config, overrides, architecture, step
 QUICK = {"vnas_nih.yaml": ["model.width=0.25"], "nas3dunet_brats.yaml": ["patch.search=[64,64,64]"]}
 
 
-def _optimizers(cfg, model, kind):
-    opt = cfg.search.weight_optim if kind == "search" else cfg.retrain.optim
-    ws = model.weight_parameters()
-    w = (
-        torch.optim.SGD(ws, lr=1e-4, momentum=0.9, weight_decay=opt.weight_decay)
-        if opt.name == "sgd"
-        else torch.optim.Adam(ws, lr=1e-4)
-    )
-    if kind != "search":
-        return (w,)
-    return (w, torch.optim.AdamW(model.arch_parameters(), lr=1e-4))
-
-
 def run_case(cfg, arch, kind, precision, repeats) -> dict:
-    in_ch, out_ch = channels(cfg)
     patch = cfg.patch.search if kind == "search" else cfg.patch.train
     torch.manual_seed(0)
-    model = build_model(cfg, arch, in_ch, out_ch).cuda()
-    opts = _optimizers(cfg, model, kind)
-    x = torch.randn(1, in_ch, *patch, device="cuda")
-    peak = measured_step_peak(model, lambda: x, _loss(cfg), kind, opts, precision)
-
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+    model = build_model(cfg, arch, *cost_channels(cfg)).cuda()
+    peak = measured_step_peak(cfg, model, kind, precision)
+    opts = make_optimizers(cfg, model, kind)
 
     def step():
-        run_step(model, x, _loss(cfg), kind, autocast, opts)
+        run_step(cfg, model, kind, patch, opts, amp=precision == "bf16")
         torch.cuda.synchronize()
 
     seconds = median_time(step, repeats=repeats, warmup=1)

@@ -24,9 +24,10 @@ from _common import cpu_model, median_time, write_results
 
 from voxnas.config import load_config
 from voxnas.search_spaces.cost import model_cost
-from voxnas.search_spaces.memory import run_step
-from voxnas.trainables.footprint import THROUGHPUT, _loss, channels, largest_fixed
-from voxnas.trainables.models import build_model, supernet_name
+from voxnas.trainables.fold_time import THROUGHPUT
+from voxnas.trainables.footprint import default_fixed, make_optimizers
+from voxnas.trainables.models import build_model, cost_channels, supernet_name
+from voxnas.trainables.step_probe import run_step
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_SIZES = {
@@ -37,20 +38,15 @@ CONFIGS = {"vnas": "vnas_nih.yaml", "nas3dunet": "nas3dunet_brats.yaml"}
 
 
 def measure(cfg, spec, kind: str, device: str, repeats: int) -> dict:
-    in_ch, out_ch = channels(cfg)
+    in_ch, out_ch = cost_channels(cfg)
     patch = tuple(cfg.patch.search if kind == "search" else cfg.patch.train)
     torch.manual_seed(0)
     model = build_model(cfg, spec, in_ch, out_ch).to(device)
-    w = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
-    opts = (w, torch.optim.AdamW(model.arch_parameters(), lr=1e-3)) if kind == "search" else (w,)
-    x = torch.randn(1, in_ch, *patch, device=device)
+    opts = make_optimizers(cfg, model, kind)
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
-
     def step() -> None:
-        run_step(model, x, _loss(cfg), kind, autocast, opts)
+        run_step(cfg, model, kind, patch, opts)
         if device == "cuda":
             torch.cuda.synchronize()
 
@@ -89,7 +85,7 @@ def main() -> None:
         overrides = CPU_SIZES[space] if args.device == "cpu" else []
         cfg = load_config(ROOT / "configs" / file, overrides)
         rows.append(measure(cfg, supernet_name(cfg), "search", args.device, args.repeats))
-        rows.append(measure(cfg, largest_fixed(cfg), "retrain", args.device, args.repeats))
+        rows.append(measure(cfg, default_fixed(cfg), "retrain", args.device, args.repeats))
     table = {"device": device_name, "date": time.strftime("%Y-%m-%d"), "rows": rows}
     THROUGHPUT.write_text(json.dumps(table, indent=1) + "\n")
     flat = [{k: v for k, v in r.items() if k != "size"} for r in rows]

@@ -310,7 +310,8 @@ def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...])
 
     Computed on PyTorch's meta device: nothing is allocated or run for real.
     """
-    from voxnas.trainables.footprint import memory_table, time_projection
+    from voxnas.trainables.fold_time import time_projection
+    from voxnas.trainables.footprint import memory_table
     from voxnas.trainables.models import cost_table
 
     cfg = _load(config, overrides)

@@ -1,12 +1,17 @@
 """The memory-lean supernet computes what the plain one does: loss, gradients (weights and
 alphas) and BatchNorm running statistics, over two steps, in both spaces."""
 
+import contextlib
+
 import pytest
 import torch
-from torch.utils.checkpoint import checkpoint
 
+from tests.tiny import ROOT
+from voxnas.config import load_config
+from voxnas.search_spaces.memory_trace import Bf16Autocast
 from voxnas.search_spaces.mixed import MixedOp, set_memory_lean
 from voxnas.search_spaces.registry import create_model
+from voxnas.trainables.models import build_model, model_kwargs
 
 CASES = {
     "vnas-supernet": (1, (32, 32, 16), {"width": 1 / 16, "psp": False}),
@@ -17,7 +22,7 @@ CASES = {
 def _two_steps(name: str, lean: bool, patch=None):
     in_ch, default_patch, kw = CASES[name]
     torch.manual_seed(0)
-    model = create_model(name, in_ch, 3, memory_lean=lean, **kw)
+    model = set_memory_lean(create_model(name, in_ch, 3, **kw), lean)
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):
         model.zero_grad(set_to_none=True)
@@ -28,6 +33,7 @@ def _two_steps(name: str, lean: bool, patch=None):
     return loss.detach(), grads, {n: b.clone() for n, b in model.named_buffers()}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(CASES))
 def test_memory_lean_same_loss_gradients_and_statistics(name):
     torch.set_num_threads(1)
@@ -42,7 +48,7 @@ def test_memory_lean_same_loss_gradients_and_statistics(name):
 
 
 def test_memory_lean_switches_only_mixed_ops_and_recomputes():
-    model = create_model("vnas-supernet", 1, 3, memory_lean=True, width=1 / 16, psp=False)
+    model = set_memory_lean(create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False))
     mixed = [m for m in model.modules() if isinstance(m, MixedOp)]
     assert mixed and all(m.memory_lean for m in mixed)
     calls = []
@@ -54,10 +60,33 @@ def test_memory_lean_switches_only_mixed_ops_and_recomputes():
     assert not any(m.memory_lean for m in mixed)
 
 
-def test_plain_checkpoint_would_update_batchnorm_twice():
-    """Why recompute.py replays the statistics: a bare checkpoint moves them twice."""
-    torch.manual_seed(0)
-    bn = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 1), torch.nn.BatchNorm3d(2))
-    x = torch.randn(1, 1, 4, 4, 4)
-    checkpoint(bn, x, use_reentrant=False).sum().backward()
-    assert int(bn[1].num_batches_tracked) == 2
+def test_memory_lean_moves_batchnorm_statistics_once():
+    """The recomputation replays the statistics of the first forward and restores them."""
+    model = set_memory_lean(create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False))
+    model(torch.randn(1, 1, 32, 32, 16)).sum().backward()
+    counts = {int(b) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counts == {1}
+
+
+@pytest.mark.parametrize("emulated", [False, True])
+def test_recomputation_reenters_only_the_bf16_emulation(emulated):
+    """A forward under the memory model's bf16 emulation is recomputed under it too (the
+    model's bf16 figures for memory_lean), a plain forward plainly."""
+    model = set_memory_lean(create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False))
+    op = next(m for m in model.modules() if isinstance(m, MixedOp)).ops[0]
+    seen = []
+    op.register_forward_hook(lambda *a: seen.append(Bf16Autocast.active()))
+    with Bf16Autocast() if emulated else contextlib.nullcontext():
+        out = model(torch.randn(1, 1, 32, 32, 16))
+    out.float().sum().backward()
+    assert seen == [emulated, emulated]
+    assert not Bf16Autocast.active()
+
+
+def test_memory_lean_is_a_training_switch_not_architecture():
+    """Bundles and MLflow keep model_kwargs: memory_lean is not among them (an older voxnas
+    would fail to load the model), but the trained network is memory-lean."""
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["model.memory_lean=true"])
+    assert "memory_lean" not in model_kwargs(cfg)
+    model = build_model(cfg, "vnas-supernet", 1, 3)
+    assert all(m.memory_lean for m in model.modules() if isinstance(m, MixedOp))

@@ -18,7 +18,7 @@ in fp32 and which promote, so the traced activations have the dtypes a GPU step 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +30,23 @@ __all__ = ["Bf16Autocast", "LiveBytes", "allocator_peak"]
 
 
 class LiveBytes(TorchDispatchMode):
-    """Live and peak bytes of the storages created inside the mode (storages that existed
-    before it, such as parameters, are not counted: add them yourself)."""
+    """Live and peak bytes of the storages created inside the mode. Storages that existed
+    before it are not counted (add them yourself), but an op only shows its outputs, so an
+    in-place write into an old tensor (a gradient accumulated into ``p.grad``, BatchNorm's
+    ``lerp_`` of its running statistics, an optimiser's ``add_``) would look like a new
+    storage: pass those tensors as ``existing`` (parameters, buffers, gradients and
+    optimiser state) and they count 0."""
 
-    def __init__(self) -> None:
+    def __init__(self, existing: Iterable[torch.Tensor | None] = ()) -> None:
         super().__init__()
         self.live = self.peak = 0
         self._seen: dict[int, int] = {}
+        self._keep = []  # the seeded storages: alive while traced, so their ids stay theirs
+        for t in existing:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                self._keep.append(storage)
+                self._seen[id(storage)] = 0
 
     def _free(self, key: int) -> None:
         self.live -= self._seen.pop(key, 0)
@@ -81,18 +91,18 @@ def allocator_peak(fn: Callable[[], object]) -> int:
 
 
 # CUDA autocast's op lists (torch.amp docs, "CUDA Ops that can autocast to ...")
-_LOW = {
+_LOW = frozenset({
     F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
     F.conv_transpose3d, F.linear, torch.matmul, torch.mm, torch.bmm, torch.addmm,
     torch.baddbmm, torch.mv, torch.Tensor.__matmul__, torch.Tensor.matmul, torch.conv3d,
     torch.conv_transpose3d,
-}  # fmt: skip
-_FP32 = {
+})  # fmt: skip
+_FP32 = frozenset({
     F.group_norm, F.layer_norm, F.softmax, F.log_softmax, F.cross_entropy, F.nll_loss,
     F.mse_loss, F.binary_cross_entropy_with_logits, torch.softmax, torch.log_softmax,
     torch.group_norm, torch.layer_norm, torch.sum, torch.Tensor.sum, torch.exp, torch.log,
     torch.pow, torch.Tensor.pow, torch.norm, torch.prod, torch.cumsum, torch.rsqrt,
-}  # fmt: skip
+})  # fmt: skip
 
 
 class Bf16Autocast(TorchFunctionMode):
@@ -103,12 +113,25 @@ class Bf16Autocast(TorchFunctionMode):
     ``cache=False`` around backward: a checkpoint's recomputation runs under the autocast
     state of its forward (as ``torch.utils.checkpoint`` restores it), casting as it goes."""
 
+    _active = 0  # instances entered and not yet exited (the meta replay is single-threaded)
+
     def __init__(self, cache: bool = True) -> None:
         super().__init__()
         self._cache: dict[int, torch.Tensor] = {}
         self._caching = cache
 
+    @classmethod
+    def active(cls) -> bool:
+        """Whether an emulation is on: a recomputation in backward re-enters one
+        (:mod:`voxnas.search_spaces.recompute`), as checkpoint re-enters ``torch.autocast``."""
+        return cls._active > 0
+
+    def __enter__(self):
+        Bf16Autocast._active += 1
+        return super().__enter__()
+
     def __exit__(self, *exc):
+        Bf16Autocast._active -= 1
         self._cache.clear()  # autocast drops its weight casts on exit; the graph keeps its own
         return super().__exit__(*exc)
 

@@ -8,6 +8,11 @@ forward did, so the gradients would change. :func:`checkpointed` snapshots the B
 buffers at the first forward, puts them back for the recomputation (which therefore computes
 exactly what the first forward computed) and afterwards restores the buffers the training
 has moved on to.
+
+``torch.utils.checkpoint`` re-enters ``torch.autocast`` for the recomputation by itself; the
+memory model's meta-device emulation of it
+(:class:`~voxnas.search_spaces.memory_trace.Bf16Autocast`) is re-entered here, and nothing
+else (no other mode or device context of the forward is replayed).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.overrides import _get_current_function_mode_stack
 from torch.utils.checkpoint import checkpoint
+
+from voxnas.search_spaces.memory_trace import Bf16Autocast
 
 __all__ = ["checkpointed"]
 
@@ -35,14 +41,12 @@ def _buffers(module: nn.Module) -> list[torch.Tensor]:
 def _contexts(module: nn.Module):
     buffers = _buffers(module)
     before: list[torch.Tensor] = []
-    modes: list = []
+    emulated = [False]
 
     @contextlib.contextmanager
     def first_forward() -> Iterator[None]:
         before[:] = [b.clone() for b in buffers]
-        # torch function modes (the memory model's bf16 autocast emulation) are re-entered
-        # for the recomputation, as checkpoint itself does for torch.autocast
-        modes[:] = _get_current_function_mode_stack()
+        emulated[0] = Bf16Autocast.active()
         yield
 
     @contextlib.contextmanager
@@ -52,9 +56,8 @@ def _contexts(module: nn.Module):
             for b, old in zip(buffers, before):
                 b.copy_(old)
         try:
-            with contextlib.ExitStack() as stack:
-                for mode in modes:
-                    stack.enter_context(mode)
+            # no weight cache: each recomputation casts as it goes
+            with Bf16Autocast(cache=False) if emulated[0] else contextlib.nullcontext():
                 yield
         finally:
             with torch.no_grad():

@@ -22,7 +22,6 @@ from voxnas.search_spaces.genotypes import (
     VNASGenotype,
     genotype_from_json,
 )
-from voxnas.search_spaces.mixed import set_memory_lean
 from voxnas.search_spaces.nas3dunet import NAS3DUNet
 from voxnas.search_spaces.vnas import VNAS
 
@@ -91,8 +90,8 @@ def resolve_architecture(spec: str | VNASGenotype | NAS3DGenotype) -> Architectu
 
 
 _KWARGS = {
-    "vnas": ("width", "psp", "dense_layers", "memory_lean"),
-    "nas3dunet": ("init_kernels", "depth", "nodes", "channel_change", "memory_lean"),
+    "vnas": ("width", "psp", "dense_layers"),
+    "nas3dunet": ("init_kernels", "depth", "nodes", "channel_change"),
 }
 
 
@@ -103,9 +102,8 @@ def create_model(
     **kw: Any,
 ) -> nn.Module:
     """Build a supernet or fixed network. ``kw``: V-NAS ``width``, ``psp``, ``dense_layers``;
-    NAS-3D-U-Net ``init_kernels``, ``depth``, ``nodes``, ``channel_change``; both
-    ``memory_lean`` (supernet candidates recomputed in backward). Any other keyword (a typo,
-    or ``width`` for NAS-3D-U-Net) is a TypeError, never silently ignored."""
+    NAS-3D-U-Net ``init_kernels``, ``depth``, ``nodes``, ``channel_change``. Any other keyword
+    (a typo, or ``width`` for NAS-3D-U-Net) is a TypeError, never silently ignored."""
     arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
     unknown = sorted(set(kw) - set(_KWARGS[arch.space]))
     if unknown:
@@ -114,7 +112,6 @@ def create_model(
             f"space (accepted: {', '.join(_KWARGS[arch.space])})"
         )
     mode = arch.mode if arch.genotype is None else "search"
-    lean = kw.pop("memory_lean", False)
-    net = VNAS if arch.space == "vnas" else NAS3DUNet
-    model = net(in_channels, out_channels, genotype=arch.genotype, mode=mode, **kw)
-    return set_memory_lean(model, lean)
+    if arch.space == "vnas":
+        return VNAS(in_channels, out_channels, genotype=arch.genotype, mode=mode, **kw)
+    return NAS3DUNet(in_channels, out_channels, genotype=arch.genotype, mode=mode, **kw)

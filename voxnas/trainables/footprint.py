@@ -1,62 +1,59 @@
-"""What a config's training steps need: GPU-free memory figures and projected fold times.
+"""What a config's training steps need in memory, GPU-free.
 
 - :func:`step_bytes`: peak memory of one search or retrain step of an architecture at a
-  patch, fp32 or bf16 (:mod:`voxnas.search_spaces.memory`, meta device, seconds).
+  patch, fp32 or bf16 (:mod:`voxnas.search_spaces.memory`, meta device, seconds), with the
+  optimisers the trainables build (``make_weight_optimizer``, ``make_arch_optimizer``).
 - :func:`trial_bytes`: what one Ray trial of a stage needs (the ``ray.gpus_per_trial: auto``
-  input): the supernet's search step at ``patch.search``, or the retrain step of the largest
-  single-choice network at ``patch.train``.
-- :func:`memory_table` and :func:`time_projection`: the ``voxnas cost`` report. The time of a
-  whole fold is FLOPs over the GFLOP/s a benchmark achieved (``bench_throughput.py`` writes
-  ``throughput.json`` next to this module), labelled with the device it was measured on.
+  input): the supernet's search step at ``patch.search``; for a retrain stage the largest of
+  the architectures its jobs train (``retrain.extra_rows`` included: ``mix`` is a whole
+  supernet) at ``patch.train``.
+- :func:`memory_table`: the memory part of the ``voxnas cost`` report
+  (:mod:`voxnas.trainables.fold_time` projects the time).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from voxnas.config import Config
-from voxnas.search_spaces.cost import model_cost
 from voxnas.search_spaces.genotypes import derive_genotype
-from voxnas.search_spaces.memory import step_memory
+from voxnas.search_spaces.memory import GIB, step_memory
 from voxnas.search_spaces.nas3dunet import ALPHA_KEYS
 from voxnas.search_spaces.registry import PUBLISHED, Architecture, resolve_architecture
+from voxnas.trainables.engine import make_weight_optimizer
 from voxnas.trainables.losses import make_loss
-from voxnas.trainables.models import build_model, supernet_name
+from voxnas.trainables.models import build_model, cost_channels, supernet_name
+from voxnas.trainables.search import make_arch_optimizer
 
 __all__ = [
-    "THROUGHPUT",
-    "channels",
-    "largest_fixed",
+    "default_fixed",
+    "make_optimizers",
     "memory_table",
+    "stage_archs",
     "step_bytes",
-    "time_projection",
+    "step_kind",
     "trial_bytes",
 ]
 
-THROUGHPUT = Path(__file__).with_name("throughput.json")
-PAPER_GPU_DAYS = {"vnas": "1.2 V100 GPU-days per fold (seed 000, section 3.2)"}
-GIB = 2**30
 
-
-def channels(cfg: Config) -> tuple[int, int]:
-    """(in, out) channels the cost figures assume: 1 CT channel / 3 classes, 4 MRI / 3."""
-    return (4, 3) if cfg.model.space == "nas3dunet" else (1, 3)
-
-
-def largest_fixed(cfg: Config) -> str | Architecture:
-    """The single-choice network a retrain trial is sized for: V-NAS all-3D (the largest
-    choice everywhere); NAS-3D-U-Net the genotype of uniform alphas (a retrain's genotype is
-    known only after the search)."""
+def default_fixed(cfg: Config) -> str | Architecture:
+    """The single-choice network a retrain stage is sized for before its genotype is known:
+    V-NAS all-3D (the largest choice everywhere); NAS-3D-U-Net the genotype of uniform alphas,
+    a stand-in (not the largest genotype: a retrain stage sizes the searched genotypes its
+    jobs carry, :func:`trial_bytes` with ``archs``)."""
     if cfg.model.space == "vnas":
         return "3D/3D"
     with torch.device("meta"):
-        arch = build_model(cfg, supernet_name(cfg), *channels(cfg)).arch_parameters()
+        arch = build_model(cfg, supernet_name(cfg), *cost_channels(cfg)).arch_parameters()
     g = derive_genotype("nas3dunet", {k: torch.zeros(a.shape) for k, a in zip(ALPHA_KEYS, arch)})
     return Architecture("uniform-alpha genotype", "nas3dunet", g)
+
+
+def step_kind(spec: str | Architecture) -> str:
+    """``search`` for a supernet in search mode, ``retrain`` for anything trained with frozen
+    alphas or none (fixed networks, and ``mix``: equal alphas, no genotype, a retrain)."""
+    arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
+    return "search" if arch.genotype is None and arch.mode == "search" else "retrain"
 
 
 def _loss(cfg: Config):
@@ -72,11 +69,27 @@ def _loss(cfg: Config):
     return loss_fn
 
 
+def make_optimizers(cfg: Config, model, kind: str) -> tuple[torch.optim.Optimizer, ...]:
+    """The optimisers a ``kind`` step of ``model`` runs, built as the trainables build them:
+    (weights, alphas) for a search step, (weights,) for a retrain."""
+    if kind == "search":
+        w = make_weight_optimizer(model.weight_parameters(), cfg.search.weight_optim, 1)[0]
+        return w, make_arch_optimizer(model.arch_parameters(), cfg.search.arch_optim)
+    params = [p for p in model.parameters() if p.requires_grad]  # as run_retrain_fold
+    return (make_weight_optimizer(params, cfg.retrain.optim, 1)[0],)
+
+
 def step_bytes(
-    cfg: Config, spec: str | Architecture, patch, kind: str, precision: str = "fp32"
+    cfg: Config,
+    spec: str | Architecture,
+    patch,
+    kind: str,
+    precision: str = "fp32",
+    foreach: bool = True,
 ) -> int:
-    """Peak bytes of one ``kind`` (search/retrain) step of ``spec`` on ``patch``."""
-    in_ch, out_ch = channels(cfg)
+    """Peak bytes of one ``kind`` (search/retrain) step of ``spec`` on ``patch`` (``foreach``
+    optimiser kernels as on CUDA; False for the CPU's per-tensor loop)."""
+    in_ch, out_ch = cost_channels(cfg)
     mem = step_memory(
         lambda: build_model(cfg, spec, in_ch, out_ch),
         in_ch,
@@ -84,17 +97,26 @@ def step_bytes(
         _loss(cfg),
         kind,
         precision,
-        cfg.search.weight_optim.name if kind == "search" else cfg.retrain.optim.name,
+        lambda model: make_optimizers(cfg, model, kind),
         cfg.patch.batch_size,
+        foreach,
     )
     return mem.total
 
 
-def trial_bytes(cfg: Config, stage: str, precision: str) -> int:
-    """Peak bytes of one trial of ``stage`` (``search`` or a retrain stage)."""
+def stage_archs(cfg: Config) -> list[str | Architecture]:
+    """What a retrain stage trains when its genotypes are not known yet: the largest single
+    choice (:func:`default_fixed`) and every ``retrain.extra_rows`` entry."""
+    return [default_fixed(cfg), *dict.fromkeys(cfg.retrain.extra_rows)]
+
+
+def trial_bytes(cfg: Config, stage: str, precision: str, archs: list | None = None) -> int:
+    """Peak bytes of one trial of ``stage`` (``search`` or a retrain stage): for a retrain
+    stage the largest over ``archs`` (the jobs' architectures; default :func:`stage_archs`)."""
     if stage == "search":
         return step_bytes(cfg, supernet_name(cfg), cfg.patch.search, "search", precision)
-    return step_bytes(cfg, largest_fixed(cfg), cfg.patch.train, "retrain", precision)
+    archs = archs if archs is not None else stage_archs(cfg)
+    return max(step_bytes(cfg, spec, cfg.patch.train, step_kind(spec), precision) for spec in archs)
 
 
 def _name(spec: str | Architecture) -> str:
@@ -102,85 +124,34 @@ def _name(spec: str | Architecture) -> str:
 
 
 def _rows(cfg: Config, archs: list[str] | None) -> list[tuple[str | Architecture, str, tuple]]:
-    """(architecture, step kind, patch): the supernet searched at the search patch, fixed
-    networks retrained at the train patch."""
+    """(architecture, step kind, patch): the supernet searched at the search patch, the rest
+    retrained at the train patch."""
     if archs is None:
         fixed = list(PUBLISHED) if cfg.model.space == "vnas" else []
-        archs = [supernet_name(cfg), *fixed, largest_fixed(cfg)]
+        archs = [supernet_name(cfg), *fixed, *stage_archs(cfg)]
     rows = []
-    for spec in archs:
-        arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
-        if arch.genotype is None:
-            rows.append((spec, "search", tuple(cfg.patch.search)))
-        else:
-            rows.append((spec, "retrain", tuple(cfg.patch.train)))
+    for spec in dict.fromkeys(archs):
+        kind = step_kind(spec)
+        rows.append((spec, kind, tuple(cfg.patch.search if kind == "search" else cfg.patch.train)))
     return rows
 
 
+def _size(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def memory_table(cfg: Config, archs: list[str] | None = None) -> str:
-    """Markdown table: peak memory of a training step, fp32 and bf16 autocast, in GiB."""
+    """Markdown table: peak memory of a training step, fp32 and bf16 autocast."""
     lines = [
         "Peak memory of one training step, batch "
-        f"{cfg.patch.batch_size} (weights, gradients, optimiser state, activations; "
-        "search = weight step + arch step; bf16 = CUDA autocast, weights fp32; "
-        f"memory_lean={cfg.model.memory_lean})",
-        "| architecture | step | patch | fp32 (GiB) | bf16 (GiB) |",
+        f"{cfg.patch.batch_size} (weights, gradients, optimiser state, activations, the "
+        "optimiser step; search = weight step + arch step; bf16 = CUDA autocast, weights "
+        f"fp32; memory_lean={cfg.model.memory_lean}; not counted: CUDA context, workspaces)",
+        "| architecture | step | patch | fp32 | bf16 |",
         "|---|---|---|---|---|",
     ]
     for spec, kind, patch in _rows(cfg, archs):
-        fp32, bf16 = (step_bytes(cfg, spec, patch, kind, p) / GIB for p in ("fp32", "bf16"))
+        fp32, bf16 = (step_bytes(cfg, spec, patch, kind, p) for p in ("fp32", "bf16"))
         size = "x".join(map(str, patch))
-        lines.append(f"| {_name(spec)} | {kind} | {size} | {fp32:.2f} | {bf16:.2f} |")
-    return "\n".join(lines)
-
-
-def load_throughput(path: Path = THROUGHPUT) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def _gflops(cfg: Config, spec, patch) -> float:
-    in_ch, out_ch = channels(cfg)
-    build = lambda: build_model(cfg, spec, in_ch, out_ch)  # noqa: E731
-    return model_cost(build, in_ch, tuple(patch), cfg.patch.batch_size)["gflops_fwd_bwd"]
-
-
-def time_projection(cfg: Config, table: dict[str, Any] | None = None) -> str:
-    """Projected time of one fold's search and retrain at the config's iterations, from the
-    GFLOP/s measured for this space's search and retrain steps."""
-    table = table if table is not None else load_throughput()
-    if not table:
-        return f"No throughput table ({THROUGHPUT}): run benchmarks/bench_throughput.py"
-    rate = {(r["space"], r["step"]): r["gflops_per_s"] for r in table["rows"]}
-    s, r = cfg.search, cfg.retrain
-    total = s.epochs * s.iterations_per_epoch
-    warm = min(s.warmup_epochs, s.epochs) * s.iterations_per_epoch
-    search_gflop = _gflops(cfg, supernet_name(cfg), cfg.patch.search) * (2 * total - warm)
-    fixed = largest_fixed(cfg)
-    retrain_gflop = _gflops(cfg, fixed, cfg.patch.train) * r.epochs * r.iterations_per_epoch
-    space = cfg.model.space
-    lines = [
-        f"Projected time of one fold on {table['device']} (throughput measured "
-        f"{table.get('date', '?')}; FLOPs of this config / GFLOP/s achieved there):",
-    ]
-    for what, gflop, step, detail in (
-        ("search", search_gflop, "search", f"{total:,} iterations, {warm:,} weight-only warm-up"),
-        (
-            "retrain",
-            retrain_gflop,
-            "retrain",
-            f"{_name(fixed)}, {r.epochs * r.iterations_per_epoch:,} iterations",
-        ),
-    ):
-        if (space, step) not in rate:
-            lines.append(f"- {what}: no {space} {step} throughput in the table")
-            continue
-        days = gflop / rate[(space, step)] / 86400
-        lines.append(
-            f"- {what} ({detail}): {gflop / 1e6:,.1f} PFLOP at "
-            f"{rate[(space, step)]:.1f} GFLOP/s = {days:,.1f} days"
-        )
-    if space in PAPER_GPU_DAYS:
-        lines.append(f"- paper: {PAPER_GPU_DAYS[space]}")
+        lines.append(f"| {_name(spec)} | {kind} | {size} | {_size(fp32)} | {_size(bf16)} |")
     return "\n".join(lines)
