@@ -107,6 +107,19 @@ def test_gpus_per_trial_number_is_kept():
         load_config(DEMO, ["ray.gpus_per_trial=most"])
 
 
+@pytest.mark.parametrize(("precision", "bf16_gib", "suggested"),
+                         [("fp32", 4, True), ("fp32", 12, False), ("bf16", 10, False)])  # fmt: skip
+def test_bf16_suggested_only_when_it_is_smaller(monkeypatch, precision, bf16_gib, suggested):
+    from voxnas.trainables import footprint as fp
+
+    sizes = {"fp32": 10 * GIB, "bf16": bf16_gib * GIB}
+    monkeypatch.setattr(fp, "trial_bytes", lambda cfg, stage, p, archs=None: sizes[p])
+    cfg = load_config(DEMO, ["ray.gpus_per_trial=auto"])
+    with pytest.raises(ConfigError) as err:
+        gpus_per_trial(cfg, "search", 8 * GIB, precision)
+    assert ("bf16 autocast" in str(err.value)) == suggested
+
+
 def _tune(monkeypatch, cluster_gpus: bool, gpu: GpuInfo | None):
     pytest.importorskip("ray")
     from voxnas.platform import tune

@@ -40,11 +40,13 @@ def gpu_fraction(
     what: str = "one trial",
     per_process: int = PER_PROCESS_BYTES,
     max_trials: int = MAX_TRIALS_PER_GPU,
+    bf16_helps: bool = True,
 ) -> float:
     """``1 / k`` for the most trials ``k`` (at most ``max_trials``) whose ``needed`` bytes plus
     ``per_process`` bytes each fit in ``per_gpu`` bytes less ``headroom`` (a fraction); 1.0
     when one fits. Rounded down to Ray's 4 decimals so that ``k`` shares never add up to more
-    than one GPU; never 0.
+    than one GPU; never 0. ``bf16_helps``: whether the error may suggest bf16 autocast (not
+    when the need already is bf16's, nor when bf16 holds more, as GroupNorm networks do).
 
     Raises:
         ConfigError: when one trial does not fit, naming both sizes and what to change.
@@ -60,7 +62,8 @@ def gpu_fraction(
             f"{per_gpu / GIB:.1f} GiB ({usable / GIB:.1f} GiB usable, {headroom:.0%} kept "
             "free): use a smaller patch (patch.search / patch.train), "
             "a smaller network (model.width or model.init_kernels), "
-            "model.memory_lean: true (supernet search), or a GPU with bf16 autocast"
+            "model.memory_lean: true (supernet search)"
+            + (", or a GPU with bf16 autocast" if bf16_helps else "")
         )
     return math.floor(10_000 / k) / 10_000
 
@@ -99,4 +102,9 @@ def gpus_per_trial(
 
     needed = trial_bytes(cfg, stage, precision, archs)
     what = f"one {stage} trial ({precision}, {cfg.model.space})"
-    return gpu_fraction(needed, per_gpu, headroom, what)
+    try:
+        return gpu_fraction(needed, per_gpu, headroom, what, bf16_helps=False)
+    except ConfigError:
+        if precision == "bf16" or trial_bytes(cfg, stage, "bf16", archs) >= needed:
+            raise
+    return gpu_fraction(needed, per_gpu, headroom, what, bf16_helps=True)
