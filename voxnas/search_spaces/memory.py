@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from voxnas.search_spaces.memory_trace import Bf16Autocast, LiveBytes
+from voxnas.search_spaces.mixed import SearchableNet
 
 __all__ = ["GIB", "StepMemory", "state_bytes", "step_memory"]
 
@@ -131,9 +132,9 @@ def step_memory(
     with torch.device("meta"):
         model = build()
     model.train()
-    arch = list(getattr(model, "arch_parameters", list)())
-    ids = {id(a) for a in arch}
-    weights = [p for p in model.parameters() if id(p) not in ids]
+    searchable = isinstance(model, SearchableNet)
+    arch = model.arch_parameters() if searchable else []
+    weights = model.weight_parameters() if searchable else list(model.parameters())
     search = kind == "search" and bool(arch)
     trained = weights + (arch if search else [])
     size = _nbytes([*model.parameters(), *model.buffers()])
