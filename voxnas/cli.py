@@ -296,14 +296,30 @@ def genotype(spec: str | None, list_: bool) -> None:
     help="Architectures to cost (default: the supernet and, for V-NAS, the published).",
 )
 def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...]) -> None:
-    """Parameters and forward+backward GFLOPs at the config's patch sizes and width.
+    """Parameters, GFLOPs, peak training-step memory and projected fold time.
+
+    \b
+    1. Parameters and forward+backward GFLOPs at the config's patch sizes and width.
+    2. Peak memory of one training step (weights, gradients, optimiser state,
+       activations) in fp32 and bf16 autocast: the supernet's search step (weight step +
+       arch step) at patch.search, fixed networks' retrain step at patch.train. Set
+       model.memory_lean=true to see the recomputing supernet.
+    3. Projected time of one fold's search and retrain at the config's iterations, from
+       the GFLOP/s benchmarks/bench_throughput.py measured (the device is named), next to
+       the paper's figure.
 
     Computed on PyTorch's meta device: nothing is allocated or run for real.
     """
+    from voxnas.trainables.fold_time import time_projection
+    from voxnas.trainables.footprint import memory_table
     from voxnas.trainables.models import cost_table
 
     cfg = _load(config, overrides)
     click.echo(cost_table(cfg, list(archs) or None))
+    click.echo("")
+    click.echo(memory_table(cfg, list(archs) or None))
+    click.echo("")
+    click.echo(time_projection(cfg))
 
 
 def _prepare(cfg):

@@ -149,6 +149,9 @@ class ModelConfig(_Frozen):
     nodes: int = Field(3, ge=1)
     channel_change: bool = True
     psp: bool = True
+    # recompute the supernet's candidate activations in backward (same gradients, less
+    # memory, one more forward of the candidates): search_spaces/mixed.py
+    memory_lean: bool = False
 
 
 class OptimConfig(_Frozen):
@@ -273,7 +276,9 @@ def _config_key_exists(key: str) -> bool:
 class RayConfig(_Frozen):
     address: str | None = None
     cpus_per_trial: float = Field(1.0, gt=0.0)
-    gpus_per_trial: float = Field(0.0, ge=0.0)
+    # a fraction of a GPU per trial, or "auto": from the memory model and the GPU's memory
+    # (platform/gpu_share.py); without GPUs, trials get none either way
+    gpus_per_trial: Annotated[float, Field(ge=0.0)] | Literal["auto"] = 0.0
     max_concurrent_trials: int | None = None
     max_failures: int = Field(2, ge=0)
     num_samples: int = Field(1, ge=1)

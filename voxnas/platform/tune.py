@@ -30,6 +30,8 @@ from ray import tune  # noqa: E402
 from voxnas.config import ChoiceSpec, Config, apply_overrides, config_from_dict, config_to_dict
 from voxnas.console import verbose
 from voxnas.data.prepare import FoldData
+from voxnas.platform.gpu_info import local_gpu
+from voxnas.platform.gpu_share import gpus_per_trial
 from voxnas.platform.hp_sets import hp_overrides, hp_tag, param_name, sampled
 from voxnas.run_layout import RunLayout, fold_dirname
 
@@ -167,6 +169,31 @@ def _has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def _trial_gpus(cfg: Config, stage: str, archs: list | None = None) -> float:
+    """The configured GPU share, or for ``auto`` the one the memory model fits on the
+    smallest local GPU (read via NVML when available: no CUDA context on the driver) for the
+    stage's largest job (``archs``: what a retrain stage trains). A cluster without GPUs gives
+    trials none; one whose driver sees no GPU to size gives each trial a whole GPU."""
+    if not _has_gpus():
+        return 0.0
+    if cfg.ray.gpus_per_trial != "auto":
+        return gpus_per_trial(cfg, stage, 0, "fp32")
+    gpu = local_gpu()
+    if gpu is None:
+        print(
+            "ray.gpus_per_trial: auto: the cluster has GPUs but this driver sees none to "
+            "size (no NVML, no CUDA here): 1 GPU per trial"
+        )
+        return 1.0
+    precision = "bf16" if gpu.bf16 else "fp32"
+    share = gpus_per_trial(cfg, stage, gpu.total_bytes, precision, archs)
+    print(
+        f"ray.gpus_per_trial: auto: {share:g} GPU per {stage} trial ({precision}, sized "
+        f"for {gpu.describe()})"
+    )
+    return share
+
+
 def _trial_dirname(trial) -> str:
     cfg = trial.config
     job = cfg.get("job") or {}
@@ -186,12 +213,14 @@ def _fit(
     search_alg=None,
     num_samples: int = 1,
     tolerate_errors: bool = False,
+    archs: list | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Run (or with ``resume`` restore) the Tuner ``name``; returns (config, final metrics)
     per finished trial. Failed trials raise, unless ``tolerate_errors`` (hyperparameter
     search: a diverging set is dropped and the others compete); unfinished ones raise
-    :class:`InterruptedStageError`."""
-    gpus = cfg.ray.gpus_per_trial if _has_gpus() else 0.0
+    :class:`InterruptedStageError`. ``archs``: the architectures a retrain stage trains
+    (``ray.gpus_per_trial: auto`` sizes the largest)."""
+    gpus = _trial_gpus(cfg, "search" if name == "search" else "retrain", archs)
     trainable = tune.with_resources(trainable, {"cpu": cfg.ray.cpus_per_trial, "gpu": gpus})
     path = cfg.layout.tune_stage(name)
     if resume and tune.Tuner.can_restore(str(path)):
@@ -284,7 +313,20 @@ def retrain_trials(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """One trial per job ``{arch, genotype_json, fold, out_dir}`` (fold None: final)."""
     base = _base(cfg, handles, parent_run_id)
-    return _fit(cfg, name, retrain_trainable, {**base, "job": tune.grid_search(jobs)}, resume)
+    archs = list({_job_spec(j).name: _job_spec(j) for j in jobs}.values())
+    space = {**base, "job": tune.grid_search(jobs)}
+    return _fit(cfg, name, retrain_trainable, space, resume, archs=archs)
+
+
+def _job_spec(job: dict[str, Any]):
+    """The architecture a retrain job trains: a registered name, or its genotype's JSON."""
+    from voxnas.search_spaces.genotypes import genotype_from_json
+    from voxnas.search_spaces.registry import Architecture, resolve_architecture
+
+    if job.get("genotype_json"):
+        g = genotype_from_json(job["genotype_json"])
+        return Architecture(job["arch"], g.space, g)
+    return resolve_architecture(job["arch"])
 
 
 # ---------------------------------------------------------------- trial side
@@ -403,18 +445,13 @@ def search_trainable(config: dict[str, Any]) -> None:
 
 
 def retrain_trainable(config: dict[str, Any]) -> None:
-    from voxnas.search_spaces.genotypes import genotype_from_json
-    from voxnas.search_spaces.registry import Architecture
     from voxnas.trainables.retrain import run_retrain_fold
 
     _quiet_ray_loggers()
     cfg = _cfg(config)
     job = config["job"]
     fold, arch, out_dir = job["fold"], job["arch"], Path(job["out_dir"])
-    spec = arch
-    if job.get("genotype_json"):
-        g = genotype_from_json(job["genotype_json"])
-        spec = Architecture(arch, g.space, g)
+    spec = _job_spec(job) if job.get("genotype_json") else arch
     # Continue only from this trial's own Tune checkpoint (a restart after a failure, or
     # `--resume`): a checkpoint left in the folder by another run is never picked up.
     resume = _restore_into(RunLayout.checkpoint(out_dir))

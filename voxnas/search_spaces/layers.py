@@ -55,7 +55,8 @@ class BatchNorm3d(nn.BatchNorm3d):
         with torch.no_grad():  # update the running statistics as BatchNorm would
             dims = [0, *range(2, x.ndim)]
             n = x.numel() // x.shape[1]
-            mean, var = x.mean(dims), x.var(dims, unbiased=False) * n / max(n - 1, 1)
+            x32 = x.float()  # bf16 activations under autocast; the statistics stay fp32
+            mean, var = x32.mean(dims), x32.var(dims, unbiased=False) * n / max(n - 1, 1)
             self.num_batches_tracked += 1
             # momentum None: cumulative average, as nn.BatchNorm (used by recalibration)
             w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum

@@ -11,6 +11,7 @@ by the platform (Ray Tune, MLflow) and by the in-memory classes below (tests, CL
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Callable
@@ -146,11 +147,14 @@ def make_weight_optimizer(params, opt: OptimConfig, total_iters: int):
     return optim, it_sched, ep_sched
 
 
-def train_step(model, opt, params, loss_fn, batch, device, clip: float | None = None) -> float:
-    """One optimiser step of ``params`` on ``batch``; returns the loss."""
+def train_step(
+    model, opt, params, loss_fn, batch, device, clip: float | None = None, amp: bool = True
+) -> float:
+    """One optimiser step of ``params`` on ``batch``; returns the loss. ``amp=False``: fp32
+    even where training would autocast (the memory probe measures both)."""
     x, y = batch
     opt.zero_grad(set_to_none=True)
-    with autocast(device):
+    with autocast(device) if amp else contextlib.nullcontext():
         loss = loss_fn(model(x), y)
     loss.backward()
     if clip:

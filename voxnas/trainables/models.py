@@ -8,6 +8,7 @@ from torch import nn
 
 from voxnas.config import Config
 from voxnas.search_spaces.cost import model_cost
+from voxnas.search_spaces.mixed import set_memory_lean
 from voxnas.search_spaces.registry import (
     PUBLISHED,
     Architecture,
@@ -15,7 +16,14 @@ from voxnas.search_spaces.registry import (
     resolve_architecture,
 )
 
-__all__ = ["build_model", "cost_table", "model_kwargs", "out_channels_for", "supernet_name"]
+__all__ = [
+    "build_model",
+    "cost_channels",
+    "cost_table",
+    "model_kwargs",
+    "out_channels_for",
+    "supernet_name",
+]
 
 
 def supernet_name(cfg: Config, mix: bool = False) -> str:
@@ -25,6 +33,8 @@ def supernet_name(cfg: Config, mix: bool = False) -> str:
 
 
 def model_kwargs(cfg: Config) -> dict[str, Any]:
+    """The architecture's keywords (saved in bundles and MLflow metadata). Training-time
+    switches such as ``model.memory_lean`` stay out: :func:`build_model` applies them."""
     m = cfg.model
     if m.space == "vnas":
         return {"width": m.width, "psp": m.psp}
@@ -44,18 +54,26 @@ def out_channels_for(cfg: Config, n_label_values: int) -> int:
 def build_model(
     cfg: Config, spec: str | Architecture | Any, in_channels: int, out_channels: int
 ) -> nn.Module:
-    """Build ``spec`` (``searched`` genotype object, name, code, file) with the config's sizes."""
+    """Build ``spec`` (``searched`` genotype object, name, code, file) with the config's sizes,
+    memory-lean when ``model.memory_lean`` (supernets recompute their candidates in backward;
+    a training switch, not part of the architecture)."""
     arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
     if arch.space != cfg.model.space:
         raise ValueError(
             f"architecture {arch.name!r} is {arch.space}, the config searches {cfg.model.space}"
         )
-    return create_model(arch, in_channels, out_channels, **model_kwargs(cfg))
+    model = create_model(arch, in_channels, out_channels, **model_kwargs(cfg))
+    return set_memory_lean(model, cfg.model.memory_lean)
+
+
+def cost_channels(cfg: Config) -> tuple[int, int]:
+    """(in, out) channels the cost figures assume: 1 CT channel / 3 classes, 4 MRI / 3."""
+    return (4, 3) if cfg.model.space == "nas3dunet" else (1, 3)
 
 
 def cost_table(cfg: Config, archs: list[str] | None = None) -> str:
     """Markdown table: params, alphas and GFLOPs (fwd, fwd+bwd) per architecture and patch."""
-    in_ch, out_ch = (4, 3) if cfg.model.space == "nas3dunet" else (1, 3)
+    in_ch, out_ch = cost_channels(cfg)
     if archs is None:
         archs = [supernet_name(cfg)] + (list(PUBLISHED) if cfg.model.space == "vnas" else [])
     patches = dict.fromkeys(

@@ -85,19 +85,21 @@ def bilevel_step(
     arch_first: bool = False,
     grad_clip: float | None = None,
     device: torch.device | None = None,
+    amp: bool = True,
 ) -> tuple[float, float | None]:
-    """One first-order DARTS iteration; returns ``(weight_loss, arch_loss)``."""
+    """One first-order DARTS iteration; returns ``(weight_loss, arch_loss)`` (``amp``: as
+    :func:`~voxnas.trainables.engine.train_step`)."""
     device = device or torch.device("cpu")
     arch_loss = None
 
     def arch():
-        return train_step(model, a_opt, model.arch_parameters(), loss_fn, val_batch, device)
+        alphas = model.arch_parameters()
+        return train_step(model, a_opt, alphas, loss_fn, val_batch, device, amp=amp)
 
     if update_arch and arch_first:
         arch_loss = arch()
-    w_loss = train_step(
-        model, w_opt, list(model.weight_parameters()), loss_fn, train_batch, device, grad_clip
-    )
+    weights = list(model.weight_parameters())
+    w_loss = train_step(model, w_opt, weights, loss_fn, train_batch, device, grad_clip, amp)
     if update_arch and not arch_first:
         arch_loss = arch()
     return w_loss, arch_loss
