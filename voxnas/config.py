@@ -281,6 +281,9 @@ class RayConfig(_Frozen):
     gpus_per_trial: Annotated[float, Field(ge=0.0)] | Literal["auto"] = 0.0
     max_concurrent_trials: int | None = None
     max_failures: int = Field(2, ge=0)
+    # a finished trial's worker process runs the next trial: its start-up and imports
+    # (torch, voxnas, mlflow: seconds) are paid once per worker, not once per trial
+    reuse_actors: bool = True
     num_samples: int = Field(1, ge=1)
     local_cpus: int | None = None
     # the hyperparameters Optuna samples: config key -> spec (typed, at most 32 keys)

@@ -94,7 +94,7 @@ def run_demo(cfg: Config, address: str | None = None, resume: bool = False, log=
         held_out = sorted(d for d in unseen.iterdir() if d.is_dir())
     table = compare_deployable(cfg, root, log)
     if table:
-        log(table)
+        log("\n" + table)
     prediction = None
     if out.model_uri and held_out:
         from voxnas.platform.tracking import tracking_uri

@@ -236,6 +236,7 @@ def _fit(
                 search_alg=search_alg,
                 num_samples=num_samples,
                 max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                reuse_actors=cfg.ray.reuse_actors,
                 metric="val_dice" if search_alg else None,
                 mode="max" if search_alg else None,
                 trial_dirname_creator=_trial_dirname,
