@@ -170,7 +170,6 @@ def test_tracked_metrics_namespace_by_stage_and_summarise_cells():
         "train_loss": 0.5,
         "val_dice": 0.8,
         "alpha_entropy": 1.0,
-        "alpha_top/encoder00": 0.7,
         "alpha/enc00/2d": 0.1,
         "alpha/enc00/3d": 0.7,
         "alpha/enc00/p3d": 0.2,
@@ -182,7 +181,7 @@ def test_tracked_metrics_namespace_by_stage_and_summarise_cells():
     assert m["search/train_loss"] == 0.5 and m["search/alpha_entropy"] == 1.0
     assert m["search_cells/enc00.top_p"] == 0.7 and m["search_cells/enc00.choice"] == 1.0
     assert m["search_cells/dc.node1.hm0.choice"] == 0.0
-    assert not any(k.startswith(("alpha/", "alpha_top/")) for k in m)
+    assert not any(k.startswith("alpha/") for k in m)
     assert "search/arch_loss" not in m  # no NaN placeholders
     assert all(k.count("/") == 1 for k in m)  # one chart section per namespace
     retrain = tracked_metrics("final", {"train_loss": 0.1, "test/dice/organ/mean": 0.9})

@@ -548,20 +548,20 @@ class ProtocolTracker(_RunLogger):
         version_tags.update({f"voxnas.cv_dice.{k}": f"{d:.4f}" for k, d in cv.items()})
         for key, value in version_tags.items():
             self.client.set_model_version_tag(name, v, key, str(value))
-        # the version's source run is the child that trained it; say so on the parent
+        # the version's source run is the child that trained it; say so on the parent (a
+        # resumed protocol replaces the line, it does not add another)
+        note = parent.data.tags.get("mlflow.note.content", "").split(REGISTERED_NOTE)[0]
         self.set_tags(
             {
                 "voxnas.registered_model": uri,
-                "mlflow.note.content": (
-                    f"{parent.data.tags.get('mlflow.note.content', '')}\n\nRegistered "
-                    f"model: {uri} (alias @best), {why}."
-                ),
+                "mlflow.note.content": f"{note}{REGISTERED_NOTE}{uri} (alias @best), {why}.",
             }
         )
         print(f"MLflow: registered {uri} @best ({why})")
         return uri
 
 
+REGISTERED_NOTE = "\n\nRegistered model: "
 ML_MODE = "workflowType=machine_learning"  # MLflow 3 UI: "Model training", not GenAI
 
 

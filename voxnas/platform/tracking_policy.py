@@ -60,13 +60,12 @@ def _cell(name: str) -> str:
 def tracked_metrics(stage: str, metrics: dict[str, float]) -> dict[str, float]:
     """What one epoch logs to MLflow: every finite scalar as ``<namespace>/<name>``; the
     per-op ``alpha/<cell>/<op>`` probabilities summarised per cell as
-    ``search_cells/<cell>.top_p`` and ``.choice`` (the op's index in the cell's op table);
-    ``alpha_top/*`` rows are those ``top_p`` values again and are dropped."""
+    ``search_cells/<cell>.top_p`` and ``.choice`` (the op's index in the cell's op table)."""
     ns = namespace(stage)
     out = {
         f"{ns}/{_key(k)}": float(v)
         for k, v in metrics.items()
-        if not k.startswith(("alpha/", "alpha_top/")) and math.isfinite(float(v))
+        if not k.startswith("alpha/") and math.isfinite(float(v))
     }
     for cell, ops in cell_table(metrics).items():
         probs = list(ops.values())

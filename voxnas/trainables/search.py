@@ -112,17 +112,11 @@ def alpha_entropy(alphas: dict[str, torch.Tensor]) -> float:
 
 
 def alpha_summary(alphas: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per alpha row the top op probability (``alpha_top/encoder07``), plus the mean over rows
-    (``alpha_top_mean``): how decided each cell is, which entropy alone hides."""
-    out: dict[str, float] = {}
-    tops = []
-    for key, a in alphas.items():
-        for i, row in enumerate(softmax(a.numpy())):
-            out[f"alpha_top/{key}{i:02d}"] = float(row.max())
-            tops.append(float(row.max()))
-    if tops:
-        out["alpha_top_mean"] = float(np.mean(tops))
-    return out
+    """The mean over alpha rows of the top op probability (``alpha_top_mean``): how decided
+    the cells are, which entropy alone hides (each cell's own is in the tracked
+    ``search_cells/<cell>.top_p``, from the per-op probabilities)."""
+    tops = [float(row.max()) for a in alphas.values() for row in softmax(a.numpy())]
+    return {"alpha_top_mean": float(np.mean(tops))} if tops else {}
 
 
 class StructureCounter:
