@@ -203,6 +203,8 @@ def test_readable_codes_model_names_and_version_description():
     )
     assert logged_model_name("searched", 1) == "searched-f1"
     assert logged_model_name("searched", None) == "searched-final"
+    assert logged_model_name("P3D/P3D", 0) == "P3D-P3D-f0"  # MLflow refuses "/" in names
+    assert logged_model_name("v1.2: 'x'", 3) == "v1-2-x-f3"
     text = version_description(g, {"organ": 0.91234}, "the final model", "abc123", "demo · x")
     assert g.code() in text and "0.9123" in text and "abc123" in text
     votes = {"agreement_mean": 0.5, "cells": {"enc00": {"agreement": 0.25}}}

@@ -100,8 +100,12 @@ def readable_code(genotype) -> str:
 
 
 def logged_model_name(arch: str, fold: int | None) -> str:
-    """Distinct names for the models of one protocol: ``searched-f1``, ``searched-final``."""
-    return f"{arch}-{'final' if fold is None else f'f{fold}'}"
+    """Distinct names for the models of one protocol: ``searched-f1``, ``searched-final``,
+    ``P3D-P3D-f0`` (MLflow refuses ``/ : . % " '`` in a model name)."""
+    import re
+
+    name = re.sub(r"[/:.%\"' ]+", "-", arch).strip("-") or "model"
+    return f"{name}-{'final' if fold is None else f'f{fold}'}"
 
 
 def version_description(
