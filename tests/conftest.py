@@ -37,3 +37,13 @@ def brats_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def paired_dir(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("paired"), "paired", cases=4, shape=(32, 32, 16))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """A test that leaves MLFLOW_TRACKING_URI behind sends every later test's tracking to its
+    store (mlflow.set_tracking_uri writes the variable): fail the test that leaked it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    assert after == before, f"this test left MLFLOW_TRACKING_URI={after!r} (was {before!r})"

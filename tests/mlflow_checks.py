@@ -20,16 +20,15 @@ def check_store(
     retrain_epochs: int = 1,
 ) -> dict:
     client = MlflowClient(uri)
-    import mlflow
+    from voxnas.platform.tracking import using_tracking_uri
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve through the global URI
-    try:
+    # models:/ URIs resolve through MLflow's global URI; using_tracking_uri also restores
+    # MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri writes into the environment (a
+    # leaked one would send every later test's tracking to this store)
+    with using_tracking_uri(uri):
         return _check(
             client, experiment, n_search, n_retrain, epochs, model_name, n_final, retrain_epochs
         )
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def _check(client, experiment, n_search, n_retrain, epochs, model_name, n_final, retrain_epochs):
