@@ -14,7 +14,22 @@ from voxnas.device import autocast
 from voxnas.evaluation import tiling
 from voxnas.search_spaces.layers import patch_statistics
 
-__all__ = ["labels_from_probs", "masks_by_name", "predict_volume", "segment"]
+__all__ = [
+    "inference_mode",
+    "labels_from_probs",
+    "masks_by_name",
+    "predict_volume",
+    "segment",
+]
+
+
+def inference_mode(model: torch.nn.Module, bn_stats: str):
+    """Eval mode, and with ``bn_stats == "patch"`` each batch normalised by its own BatchNorm
+    statistics (``layers.patch_statistics``): how inference runs the model, as a context."""
+    if bn_stats not in ("running", "patch"):
+        raise ValueError(f"bn_stats must be 'running' or 'patch', got {bn_stats!r}")
+    model.eval()
+    return patch_statistics(model) if bn_stats == "patch" else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -35,12 +50,8 @@ def predict_volume(
     classes, or sigmoid per BraTS region (``target == "brats_regions"``). ``bn_stats``:
     ``running`` (eval-mode BatchNorm) or ``patch`` (each patch normalised with its own
     statistics, as in batch-1 training; see ``layers.patch_statistics``)."""
-    if bn_stats not in ("running", "patch"):
-        raise ValueError(f"bn_stats must be 'running' or 'patch', got {bn_stats!r}")
     device = device or next(model.parameters()).device
-    model.eval()
-    norm = patch_statistics(model) if bn_stats == "patch" else contextlib.nullcontext()
-    with norm:
+    with inference_mode(model, bn_stats):
         return _predict(
             model, image, patch, target, tiling_mode, overlap, blend, device, out_channels, progress
         )

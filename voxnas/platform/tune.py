@@ -452,7 +452,7 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     cfg = _cfg(config)
     job = config["job"]
     fold, arch, out_dir = job["fold"], job["arch"], Path(job["out_dir"])
-    spec = _job_spec(job) if job.get("genotype_json") else arch
+    spec = _job_spec(job)
     # Continue only from this trial's own Tune checkpoint (a restart after a failure, or
     # `--resume`): a checkpoint left in the folder by another run is never picked up.
     resume = _restore_into(RunLayout.checkpoint(out_dir))

@@ -6,7 +6,6 @@ the chosen architecture on the whole training set; nnU-Net users expect this mod
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from voxnas.config import Config
 from voxnas.data.nifti import save_volume
 from voxnas.data.prepare import FoldData
 from voxnas.data.preprocess import invert_geometry
-from voxnas.evaluation.inference import masks_by_name, segment
+from voxnas.evaluation.inference import inference_mode, masks_by_name, segment
 from voxnas.evaluation.metrics import case_metrics, summarize, write_table
 from voxnas.run_layout import RunLayout
-from voxnas.search_spaces.layers import patch_statistics, recalibrate_batchnorm
+from voxnas.search_spaces.layers import recalibrate_batchnorm
 from voxnas.search_spaces.registry import Architecture, resolve_architecture
 from voxnas.trainables.bundle import ModelMeta, save_bundle
 from voxnas.trainables.checkpoint import Checkpoint
@@ -160,8 +159,7 @@ def run_retrain_fold(
     def validate() -> dict[str, float]:
         if not watched:
             return {}
-        model.eval()
-        with patch_statistics(model) if cfg.eval.bn_stats == "patch" else nullcontext():
+        with inference_mode(model, cfg.eval.bn_stats):
             val_loss, val_dice = ctx.evaluate(model, watched, loss_fn)
         return {"val_loss": check_finite(val_loss, f"{what} val"), "val_dice": val_dice}
 
