@@ -4,15 +4,25 @@ K fold searches (1 CPU each) run (a) in-process one after another without Ray, (
 one trial at a time (b0: a new worker process per trial, ``ray.reuse_actors=false``; b: the
 default, a worker runs trial after trial), (c) on Ray K at a time. Each stage's data is
 prepared before its clock starts (the driver prepares once per run). Reports the speed-up
-(b)/(c) (ideal K on K cores) and Tune's overhead per trial ((b) - (a)) / K.
+(b)/(c) (ideal K on K cores) and Tune's overhead per trial ((b) - (a)) / K, medians over
+``--repeats`` runs, and where the seconds of (b) go: outside the trials (Tuner start, the
+worker process, unpickling the trainable: importing ray.tune, torch and voxnas there) and
+inside them (Tune's trial clock against the in-process run). A trivial trainable (no torch)
+measures Tune's own floor: stage start to the trial's first line.
+
+``--long-iters N`` repeats (a), (b) and (c) with N iterations per epoch: longer trials, as
+real searches are, amortise the per-stage start.
 
     .venv/bin/python benchmarks/bench_parallel.py [--folds 2] [--epochs 3] [--iters 6]
+        [--repeats 3] [--long-iters 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +34,12 @@ from _common import write_results  # noqa: E402
 from voxnas.config import load_config  # noqa: E402
 
 
-def _cfg(workdir: Path, args, *extra: str):
+def _cfg(workdir: Path, folds: int, epochs: int, iters: int, *extra: str):
     sets = [
         f"workdir={workdir}",
-        f"split.folds={args.folds}",
-        f"search.epochs={args.epochs}",
-        f"search.iterations_per_epoch={args.iters}",
+        f"split.folds={folds}",
+        f"search.epochs={epochs}",
+        f"search.iterations_per_epoch={iters}",
         "search.warmup_epochs=1",
         "tracking.enabled=false",
         "ray.cpus_per_trial=1",
@@ -38,83 +48,181 @@ def _cfg(workdir: Path, args, *extra: str):
     return load_config(Path(__file__).parent.parent / "configs" / "demo.yaml", sets)
 
 
+def _trial_seconds(cfg) -> list[float]:
+    """Each trial's own clock (Tune's ``time_total_s`` in its last result)."""
+    out = []
+    for result in sorted(cfg.layout.tune_stage("search").glob("*/result.json")):
+        lines = result.read_text().splitlines()
+        out.append(float(json.loads(lines[-1])["time_total_s"]))
+    return out
+
+
+def _tune_floor(tmp: Path) -> float:
+    """Stage start to the first line of a trivial trainable (no torch): Tune's own cost."""
+    from ray import tune
+
+    stamp = tmp / "entered"
+
+    def trivial(config):
+        stamp.write_text(repr(time.time()))
+        tune.report({"x": 1})
+
+    t0 = time.time()
+    tune.Tuner(
+        tune.with_resources(trivial, {"cpu": 1}),
+        run_config=tune.RunConfig(storage_path=str(tmp / "floor"), verbose=0),
+    ).fit()
+    return float(stamp.read_text()) - t0
+
+
+def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dict[str, float]:
+    from voxnas.data.prepare import prepare_data
+    from voxnas.platform.orchestration import run_search_stage
+    from voxnas.trainables.search import run_search_fold
+
+    tag = f"{epochs}x{iters}-{time.monotonic_ns()}"
+    cfg = _cfg(tmp / f"plain-{tag}", folds, epochs, iters)
+    prep = prepare_data(cfg, log=lambda s: None)
+    t0 = time.perf_counter()
+    for k in range(folds):
+        run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
+    out = {"plain": time.perf_counter() - t0}
+
+    def stage(name: str, *extra: str) -> float:
+        """One search stage on Ray, its data prepared beforehand (as the driver does once
+        per run), so only what Tune adds is timed."""
+        cfg_k = _cfg(tmp / f"{name}-{tag}", folds, epochs, iters, *extra)
+        prep_k = prepare_data(cfg_k, log=lambda s: None)
+        t0 = time.perf_counter()
+        run_search_stage(cfg_k, prep=prep_k)
+        wall = time.perf_counter() - t0
+        if name == "seq":
+            out["seq_in_trials"] = sum(_trial_seconds(cfg_k))
+        return wall
+
+    if fresh:
+        out["seq_fresh"] = stage(
+            "seq-fresh", "ray.max_concurrent_trials=1", "ray.reuse_actors=false"
+        )
+    out["seq"] = stage("seq", "ray.max_concurrent_trials=1")
+    out["par"] = stage("par")
+    return out
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _rows(runs: list[dict[str, float]], k: int, label: str) -> list[dict]:
+    plain, seq, par = (_median(runs, key) for key in ("plain", "seq", "par"))
+    rows = [
+        {
+            "measure": f"{label}: {k} fold searches in-process, one after another (no Ray)",
+            "value": plain,
+            "unit": "s",
+        },
+    ]
+    if "seq_fresh" in runs[0]:
+        rows.append(
+            {
+                "measure": f"{label}: on Ray, 1 at a time, a new worker per trial",
+                "value": _median(runs, "seq_fresh"),
+                "unit": "s",
+            }
+        )
+    rows += [
+        {
+            "measure": f"{label}: on Ray, 1 at a time (ray.reuse_actors, the default)",
+            "value": seq,
+            "unit": "s",
+        },
+        {"measure": f"{label}: on Ray, {k} at a time", "value": par, "unit": "s"},
+        {
+            "measure": f"{label}: parallel speed-up (1 at a time / all at once)",
+            "value": statistics.median(r["seq"] / r["par"] for r in runs),
+            "unit": f"x (ideal {k})",
+        },
+        {
+            "measure": f"{label}: Tune overhead per trial ((Ray 1 at a time - in-process) / folds)",
+            "value": statistics.median((r["seq"] - r["plain"]) / k for r in runs),
+            "unit": "s",
+        },
+    ]
+    if "seq_fresh" in runs[0]:
+        rows.append(
+            {
+                "measure": f"{label}: Tune overhead per trial, a new worker per trial",
+                "value": statistics.median((r["seq_fresh"] - r["plain"]) / k for r in runs),
+                "unit": "s",
+            }
+        )
+    rows += [
+        {
+            "measure": f"{label}: of which outside the trials (Tuner start, worker, imports), "
+            "per stage",
+            "value": statistics.median(r["seq"] - r["seq_in_trials"] for r in runs),
+            "unit": "s",
+        },
+        {
+            "measure": f"{label}: of which inside the trials (trial clocks - in-process), "
+            "per stage",
+            "value": statistics.median(r["seq_in_trials"] - r["plain"] for r in runs),
+            "unit": "s",
+        },
+    ]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--long-iters", type=int, default=0, help="0: skip the long-trial rows")
     args = ap.parse_args()
     import ray
     import torch
 
-    from voxnas.data.prepare import prepare_data
-    from voxnas.platform.orchestration import run_search_stage
-    from voxnas.trainables.search import run_search_fold
-
+    torch.set_num_threads(1)  # a trial gets 1 CPU: compare like with like
+    k = args.folds
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.set_num_threads(1)  # a trial gets 1 CPU: compare like with like
-        cfg = _cfg(tmp / "plain", args)
-        prep = prepare_data(cfg, log=lambda s: None)
-        t0 = time.perf_counter()
-        for k in range(args.folds):
-            run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
-        plain = time.perf_counter() - t0
-        ray.init(num_cpus=args.folds, include_dashboard=False)
-
-        def stage(name: str, *extra: str) -> float:
-            """One search stage on Ray, its data prepared beforehand (as the driver does
-            once per run), so only what Tune adds is timed."""
-            cfg_k = _cfg(tmp / name, args, *extra)
-            prep_k = prepare_data(cfg_k, log=lambda s: None)
-            t0 = time.perf_counter()
-            run_search_stage(cfg_k, prep=prep_k)
-            return time.perf_counter() - t0
-
+        ray.init(num_cpus=k, include_dashboard=False)
         try:
-            seq_fresh = stage("seq-fresh", "ray.max_concurrent_trials=1", "ray.reuse_actors=false")
-            seq = stage("seq", "ray.max_concurrent_trials=1")
-            par = stage("par")
+            floor = statistics.median(_tune_floor(tmp / f"f{i}") for i in range(args.repeats))
+            runs = [
+                _measure(tmp, k, args.epochs, args.iters, fresh=True) for _ in range(args.repeats)
+            ]
+            long_runs = [
+                _measure(tmp, k, args.epochs, args.long_iters, fresh=False)
+                for _ in range(args.repeats if args.long_iters else 0)
+            ]
         finally:
             ray.shutdown()
-    k = args.folds
-    rows = [
-        {"measure": f"{k} fold searches in-process, one after another (no Ray)", "value": plain},
+    rows = _rows(runs, k, f"{args.epochs}x{args.iters}")
+    rows.append(
         {
-            "measure": f"{k} fold searches on Ray, 1 at a time, a new worker per trial",
-            "value": seq_fresh,
-        },
-        {
-            "measure": f"{k} fold searches on Ray, 1 at a time (ray.reuse_actors, the default)",
-            "value": seq,
-        },
-        {"measure": f"{k} fold searches on Ray, {k} at a time", "value": par},
-    ]
-    for row in rows:
-        row["unit"] = "s"
-    rows += [
-        {
-            "measure": "parallel speed-up (1 at a time / all at once)",
-            "value": seq / par,
-            "unit": f"x (ideal {k})",
-        },
-        {
-            "measure": "Tune overhead per trial ((Ray sequential - in-process) / folds)",
-            "value": (seq - plain) / k,
+            "measure": "Tune's floor: stage start to a trivial trainable's first line (no torch)",
+            "value": floor,
             "unit": "s",
-        },
-        {
-            "measure": "Tune overhead per trial, a new worker per trial",
-            "value": (seq_fresh - plain) / k,
-            "unit": "s",
-        },
-    ]
+        }
+    )
+    if long_runs:
+        rows += _rows(long_runs, k, f"{args.epochs}x{args.long_iters}")
     print(
         write_results(
             "parallel",
             rows,
-            f"Fold searches on Ray Tune ({args.epochs} epochs x "
-            f"{args.iters} iterations each, demo config)",
+            f"Fold searches on Ray Tune (epochs x iterations per trial as labelled, demo "
+            f"config, 1 CPU per trial), medians of {args.repeats} runs",
+            extra={
+                "folds": k,
+                "epochs": args.epochs,
+                "iters": args.iters,
+                "long_iters": args.long_iters,
+                "repeats": args.repeats,
+            },
         )
     )
 

@@ -403,11 +403,21 @@ def _tracked(tracker, run, finish: str):
             tracker.close(status)
 
 
+def _trial_threads(cfg: Config) -> None:
+    """torch's intra-op threads = the trial's CPUs. Ray sets ``OMP_NUM_THREADS`` only when
+    the trial starts; a worker that imported torch earlier (a reused actor, a warm pool
+    worker) would keep one thread per core of the node and oversubscribe it."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_trial)))
+
+
 def search_trainable(config: dict[str, Any]) -> None:
     from voxnas.trainables.search import run_search_fold
 
     _quiet_ray_loggers()
     cfg = _cfg(config)
+    _trial_threads(cfg)
     fold = _trial_fold(config)
     workdir = Path(tune.get_context().get_trial_dir())
     (workdir / "worker.pid").write_text(str(os.getpid()))  # for operators (and the kill test)
@@ -450,6 +460,7 @@ def retrain_trainable(config: dict[str, Any]) -> None:
 
     _quiet_ray_loggers()
     cfg = _cfg(config)
+    _trial_threads(cfg)
     job = config["job"]
     fold, arch, out_dir = job["fold"], job["arch"], Path(job["out_dir"])
     spec = _job_spec(job)
