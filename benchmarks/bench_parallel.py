@@ -4,7 +4,8 @@ K fold searches (1 CPU each) run (a) in-process one after another without Ray, (
 one trial at a time (b0: a new worker process per trial, ``ray.reuse_actors=false``; b: the
 default, a worker runs trial after trial), (c) on Ray K at a time. Each stage's data is
 prepared before its clock starts (the driver prepares once per run). Reports the speed-up
-(b)/(c) (ideal K on K cores) and Tune's overhead per trial ((b) - (a)) / K, medians over
+(b)/(c) (ideal K on K cores; next to it, what the cores allow: (a) against the folds in K
+processes at once without Ray) and Tune's overhead per trial ((b) - (a)) / K, medians over
 ``--repeats`` runs, and where the seconds of (b) go: outside the trials (Tuner start, the
 worker process, unpickling the trainable: importing ray.tune, torch and voxnas there) and
 inside them (Tune's trial clock against the in-process run). A trivial trainable (no torch)
@@ -75,6 +76,38 @@ def _tune_floor(tmp: Path) -> float:
     return float(stamp.read_text()) - t0
 
 
+def _plain_worker(cfg, fold: int, barrier, q) -> None:
+    import torch
+
+    from voxnas.data.prepare import prepare_data
+    from voxnas.trainables.search import run_search_fold
+
+    torch.set_num_threads(1)
+    import torch._dynamo  # noqa: F401  (the optimizers import it once per process: as (a))
+
+    data = prepare_data(cfg, log=lambda s: None).fold_data(fold)  # cached by the driver
+    barrier.wait()
+    t0 = time.time()
+    run_search_fold(cfg, fold, data=data, log=lambda s: None)
+    q.put((t0, time.time()))
+
+
+def _plain_parallel(cfg, folds: int) -> float:
+    """The folds in-process, one process each, all at once (no Ray): what the cores allow
+    (memory bandwidth, caches, turbo) before Ray takes anything."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(folds), ctx.Queue()
+    procs = [ctx.Process(target=_plain_worker, args=(cfg, k, barrier, q)) for k in range(folds)]
+    for p in procs:
+        p.start()
+    spans = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(e for _, e in spans) - min(s for s, _ in spans)
+
+
 def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dict[str, float]:
     from voxnas.data.prepare import prepare_data
     from voxnas.platform.orchestration import run_search_stage
@@ -87,6 +120,7 @@ def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dic
     for k in range(folds):
         run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
     out = {"plain": time.perf_counter() - t0}
+    out["plain_par"] = _plain_parallel(cfg, folds)
 
     def stage(name: str, *extra: str) -> float:
         """One search stage on Ray, its data prepared beforehand (as the driver does once
@@ -135,6 +169,16 @@ def _rows(runs: list[dict[str, float]], k: int, label: str) -> list[dict]:
             "measure": f"{label}: on Ray, 1 at a time (ray.reuse_actors, the default)",
             "value": seq,
             "unit": "s",
+        },
+        {
+            "measure": f"{label}: in-process, {k} processes at once (no Ray)",
+            "value": _median(runs, "plain_par"),
+            "unit": "s",
+        },
+        {
+            "measure": f"{label}: what the cores allow: in-process speed-up without Ray",
+            "value": statistics.median(r["plain"] / r["plain_par"] for r in runs),
+            "unit": f"x (ideal {k})",
         },
         {"measure": f"{label}: on Ray, {k} at a time", "value": par, "unit": "s"},
         {
@@ -185,6 +229,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # a trial gets 1 CPU: compare like with like
+    # torch.optim imports torch._dynamo at a process's first optimizer (~1.5 s): done here,
+    # so every in-process repeat is alike; each Ray worker pays it in its first trial
+    import torch._dynamo  # noqa: F401
+
     k = args.folds
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
