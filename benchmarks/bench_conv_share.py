@@ -65,17 +65,26 @@ SPACES = {
 
 CATEGORIES = [  # first match wins; names without aten::/mkldnn:: fall to framework
     ("convolution/GEMM", r"^(aten|mkldnn)::(.*conv.*|mm|bmm|addmm|baddbmm|addbmm|matmul|linear)$"),
-    ("normalisation", r"^aten::(native_group_norm.*|native_batch_norm.*|_batch_norm.*|batch_norm.*"
-     r"|group_norm|var|var_mean)$"),  # fmt: skip
+    (
+        "normalisation",
+        r"^aten::(native_group_norm.*|native_batch_norm.*|_batch_norm.*|batch_norm.*"
+        r"|group_norm|var|var_mean)$",
+    ),  # fmt: skip
     ("activation", r"^aten::(relu_?|clamp_min_?|threshold_backward|sigmoid.*|hardtanh.*)$"),
     ("element-wise mul/add/sum", r"^aten::(mul_?|add_?|sum|sub_?|div_?|mean|addcmul_?|neg|pow)$"),
-    ("copies", r"^aten::(copy_|clone|contiguous|cat|stack|fill_|zero_|flip|constant_pad_nd"
-     r"|new_zeros|zeros|zeros_like|index.*|slice_scatter)$"),  # fmt: skip
+    (
+        "copies",
+        r"^aten::(copy_|clone|contiguous|cat|stack|fill_|zero_|flip|constant_pad_nd"
+        r"|new_zeros|zeros|zeros_like|index.*|slice_scatter)$",
+    ),  # fmt: skip
     ("pooling/resampling", r"^aten::(max_pool.*|avg_pool.*|upsample.*|_adaptive.*)$"),
-    ("framework", r"^(aten::(empty.*|view|reshape|_reshape_alias|transpose|t|as_strided_?|"
-     r"resize_|permute|expand|unsqueeze|squeeze|detach_?|alias|select|slice|split|narrow"
-     r"|unbind|_unsafe_view|result_type|to|_to_copy|lift_fresh|ones_like|split_with_sizes)"
-     r"|(?!aten::|mkldnn::).*)$"),  # fmt: skip
+    (
+        "framework",
+        r"^(aten::(empty.*|view|reshape|_reshape_alias|transpose|t|as_strided_?|"
+        r"resize_|permute|expand|unsqueeze|squeeze|detach_?|alias|select|slice|split|narrow"
+        r"|unbind|_unsafe_view|result_type|to|_to_copy|lift_fresh|ones_like|split_with_sizes)"
+        r"|(?!aten::|mkldnn::).*)$",
+    ),  # fmt: skip
 ]
 
 
@@ -164,24 +173,25 @@ def main() -> None:
                    for s in SPACES}  # fmt: skip
     rows = []
     for space, res in results.items():
+        order = res["before"]["categories_s"]
         cats = sorted({c for r in res.values() for c in r["categories_s"]},
-                      key=lambda c: -res["before"]["categories_s"].get(c, 0.0))  # fmt: skip
+                      key=lambda c, order=order: -order.get(c, 0.0))  # fmt: skip
         conv = {k: r["categories_s"].get("convolution/GEMM", 0.0) for k, r in res.items()}
-
-        def row(measure, unit, f):
-            return {"network": space, "measure": measure, "unit": unit,
-                    "before": f("before"), "after": f("after")}  # fmt: skip
-
-        rows.append(row("step time (median, no profiler)", "s", lambda k: res[k]["step_s"]))
-        rows.append(row("conv/GEMM share of profiled op time", "%",
-                        lambda k: 100 * conv[k] / res[k]["op_time_s"]))  # fmt: skip
-        rows.append(row("conv/GEMM share of step time", "%",
-                        lambda k: 100 * conv[k] / res[k]["step_s"]))  # fmt: skip
-        rows.append(row("step time / its conv/GEMM time", "x",
-                        lambda k: res[k]["step_s"] / conv[k]))  # fmt: skip
-        for c in cats:
-            rows.append(row(f"{c} (profiled)", "s",
-                            lambda k, c=c: res[k]["categories_s"].get(c, 0.0)))  # fmt: skip
+        measures = {
+            "step time (median, no profiler) [s]": {k: r["step_s"] for k, r in res.items()},
+            "conv/GEMM share of profiled op time [%]":
+                {k: 100 * conv[k] / r["op_time_s"] for k, r in res.items()},
+            "conv/GEMM share of step time [%]":
+                {k: 100 * conv[k] / r["step_s"] for k, r in res.items()},
+            "step time / its conv/GEMM time [x]":
+                {k: r["step_s"] / conv[k] for k, r in res.items()},
+            **{f"{c}, profiled [s]": {k: r["categories_s"].get(c, 0.0) for k, r in res.items()}
+               for c in cats},
+        }  # fmt: skip
+        for measure, v in measures.items():
+            name, _, unit = measure.rpartition(" [")
+            rows.append({"network": space, "measure": name, "unit": unit[:-1],
+                         "before": v["before"], "after": v["after"]})  # fmt: skip
     note = (f"Conv/GEMM share of a supernet step, batch 1, 64^3, CPU fp32, one thread; before = "
             f"commit {args.before}, after = this tree")  # fmt: skip
     print(write_results("conv_share", rows, note, extra={"threads": 1, "before": args.before,

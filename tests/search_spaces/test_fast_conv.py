@@ -86,6 +86,4 @@ def test_transposed_matches_stock(dil, groups, bias, batch):
 def test_strided_dilated_conv_input_gradient_on_the_lattice():
     """d_dil_conv (stride 2, dilation 2, odd input size): its input gradient is the lattice
     transposed convolution, with the output padding the odd size needs."""
-    _compare(
-        lambda: Conv3d(4, 4, 3, stride=2, padding=2, dilation=2, bias=False), (1, 4, 9, 8, 7)
-    )
+    _compare(lambda: Conv3d(4, 4, 3, stride=2, padding=2, dilation=2, bias=False), (1, 4, 9, 8, 7))

@@ -72,7 +72,9 @@ class BatchNorm3d(nn.BatchNorm3d):
             w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean.lerp_(mean, w)
             self.running_var.lerp_(var, w)
-        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps
+        )
 
     def _stock(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
         """``nn.BatchNorm3d.forward`` with the affine parameters given."""

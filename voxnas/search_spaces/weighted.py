@@ -12,7 +12,9 @@ passes backward (``mul``'s two gradients and the reduction for the weight's):
 
 Everything else is multiplied as before. The results equal ``w * op(x)`` up to float rounding
 (a product of three factors associated differently), and so do the gradients: for the
-weight's, autograd goes through the small affine tensors instead of the large output.
+weight's, autograd goes through the small affine tensors instead of the large output. A folded
+``nn.Sequential`` is run module by module: forward hooks on the candidate container itself do
+not run, its children's do.
 """
 
 from __future__ import annotations
