@@ -25,9 +25,10 @@ CPU time by category:
   ``flip``, padding), pooling/resampling, framework (autograd engine nodes, allocation, views,
   Python in custom functions), other.
 
-The conv share is reported two ways: of the profiled op time, and of the unprofiled step time
-(convolution time under the profiler divided by the plain median step time; the profiler's
-own overhead sits in the first figure's denominator, the interpreter's in the second's).
+The conv share is reported two ways, both over the profiled steps: of the summed op self time,
+and of those steps' wall time (which adds the interpreter between ops and the profiler's own
+overhead to the denominator). The plain step time is the median of the unprofiled steps; on a
+shared host it moves with the load, the shares much less.
 
     .venv/bin/python benchmarks/bench_conv_share.py [--before REF] [--repeats 5] [--profiled 2]
 """
@@ -181,10 +182,10 @@ def main() -> None:
             "step time (median, no profiler) [s]": {k: r["step_s"] for k, r in res.items()},
             "conv/GEMM share of profiled op time [%]":
                 {k: 100 * conv[k] / r["op_time_s"] for k, r in res.items()},
-            "conv/GEMM share of step time [%]":
-                {k: 100 * conv[k] / r["step_s"] for k, r in res.items()},
-            "step time / its conv/GEMM time [x]":
-                {k: r["step_s"] / conv[k] for k, r in res.items()},
+            "conv/GEMM share of the profiled steps' wall time [%]":
+                {k: 100 * conv[k] / r["profiled_step_wall_s"] for k, r in res.items()},
+            "profiled step wall time / its conv/GEMM time [x]":
+                {k: r["profiled_step_wall_s"] / conv[k] for k, r in res.items()},
             **{f"{c}, profiled [s]": {k: r["categories_s"].get(c, 0.0) for k, r in res.items()}
                for c in cats},
         }  # fmt: skip
