@@ -64,7 +64,15 @@ def test_conv_matches_stock(case):
 
 @pytest.mark.parametrize(
     "dil,groups,bias,batch",
-    [(1, 1, False, 1), (2, 1, True, 1), (1, 4, False, 1), (1, 4, False, 2), (1, 1, True, 2)],
+    [
+        (1, 1, False, 1),
+        (2, 1, True, 1),  # dilation = stride: one stride-1 conv on the output's lattice
+        (2, 4, False, 1),  # ... depthwise
+        (2, 1, False, 2),  # ... batch 2
+        (1, 4, False, 1),
+        (1, 4, False, 2),
+        (1, 1, True, 2),
+    ],
 )
 def test_transposed_matches_stock(dil, groups, bias, batch):
     _compare(
@@ -73,3 +81,9 @@ def test_transposed_matches_stock(dil, groups, bias, batch):
         ),
         (batch, 4, 5, 4, 4),
     )
+
+
+def test_strided_dilated_conv_input_gradient_on_the_lattice():
+    """d_dil_conv (stride 2, dilation 2, odd input size): its input gradient is the lattice
+    transposed convolution, with the output padding the odd size needs."""
+    _compare(lambda: Conv3d(4, 4, 3, stride=2, padding=2, dilation=2, bias=False), (1, 4, 9, 8, 7))

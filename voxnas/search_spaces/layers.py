@@ -50,12 +50,22 @@ class BatchNorm3d(nn.BatchNorm3d):
     min_values = 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scaled(x, None)
+
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        """``scale * self(x)`` (``scale`` a 0-d tensor or None), the scale folded into the
+        affine weight and bias: no pass over ``x`` of its own (``MixedOp``'s alpha)."""
+        weight, bias = self.weight, self.bias
+        if scale is not None:
+            weight = scale.expand(x.shape[1]) if weight is None else weight * scale
+            bias = None if bias is None else bias * scale
         if not self.training or x.numel() // x.shape[1] >= self.min_values:
-            return super().forward(x)
+            return self._stock(x, weight, bias)
         with torch.no_grad():  # update the running statistics as BatchNorm would
             dims = [0, *range(2, x.ndim)]
             n = x.numel() // x.shape[1]
-            x32 = x.float()  # bf16 activations under autocast; the statistics stay fp32
+            # bf16 activations under autocast: the statistics stay in the buffers' dtype (fp32)
+            x32 = x.to(self.running_mean.dtype)
             mean, var = x32.mean(dims), x32.var(dims, unbiased=False) * n / max(n - 1, 1)
             self.num_batches_tracked += 1
             # momentum None: cumulative average, as nn.BatchNorm (used by recalibration)
@@ -63,7 +73,28 @@ class BatchNorm3d(nn.BatchNorm3d):
             self.running_mean.lerp_(mean, w)
             self.running_var.lerp_(var, w)
         return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps
+        )
+
+    def _stock(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
+        """``nn.BatchNorm3d.forward`` with the affine parameters given."""
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(
+            x,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            weight,
+            bias,
+            use_batch,
+            factor,
+            self.eps,
         )
 
 

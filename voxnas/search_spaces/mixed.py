@@ -5,6 +5,12 @@ are not kept for backward but recomputed there (one extra forward of the candida
 supernet holds little more than its MixedOps' inputs and outputs; the results and gradients
 are the same (:mod:`voxnas.search_spaces.recompute`).
 
+On CPU (float weights >= 0, as softmax rows are) each candidate's weight is folded into its
+last norm or scaling layer (:mod:`voxnas.search_spaces.weighted`) and the weighted outputs are
+summed into one buffer, instead of a multiplication pass per candidate and a new tensor per
+addition; :func:`darts_sum` restores the plain DARTS sum (the reference, for tests and
+benchmarks), which other devices run.
+
 The architecture weights are not stored here: the network owns its alphas as
 ``nn.Parameter``s and passes ``softmax(alpha)`` rows in, so one alpha row can drive several
 MixedOps (V-NAS: every layer of a dense block shares the block's beta).
@@ -12,12 +18,39 @@ MixedOps (V-NAS: every layer of a dense block shares the block's beta).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 from torch import nn
 
 from voxnas.search_spaces.recompute import checkpointed
+from voxnas.search_spaces.weighted import weighted
 
-__all__ = ["MixedOp", "SearchableNet", "set_memory_lean"]
+__all__ = ["MixedOp", "SearchableNet", "darts_sum", "set_memory_lean"]
+
+_FOLDED = ContextVar("voxnas_folded_mixing", default=True)
+
+
+@contextlib.contextmanager
+def darts_sum() -> Iterator[None]:
+    """Mix by the plain ``sum(w * op(x))`` on every device (the reference)."""
+    token = _FOLDED.set(False)
+    try:
+        yield
+    finally:
+        _FOLDED.reset(token)
+
+
+def _folds(x: torch.Tensor, weights: torch.Tensor) -> bool:
+    return (
+        _FOLDED.get()
+        and x.device.type == "cpu"
+        and weights.device.type == "cpu"
+        and weights.dtype.is_floating_point
+        and bool((weights >= 0).all())
+    )
 
 
 class SearchableNet(nn.Module):
@@ -50,7 +83,18 @@ class MixedOp(nn.Module):
         return self.mix(x, weights)
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self.ops))
+        if not _folds(x, weights):
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        total = None
+        for i, (w, op) in enumerate(zip(weights, self.ops)):
+            y = weighted(op, x, w)
+            if i == 0:
+                total = y
+            elif i == 1:
+                total = total + y
+            else:  # total is this loop's own sum: nothing saved it for backward
+                total.add_(y)
+        return total
 
 
 def set_memory_lean(model: nn.Module, on: bool = True) -> nn.Module:

@@ -71,11 +71,12 @@ class Cell(nn.Module):
     def forward(self, x0, x1, w_special=None, w_normal=None):
         states = [self.pre0(x0), self.pre1(x1)]
         for node in range(self.n_nodes):
-            total = 0
+            total = None  # not 0: 0 + tensor would be a pass of its own
             for n, inp, special, row, key in self.plan:
                 if n == node:
                     w = None if w_special is None else (w_special if special else w_normal)[row]
-                    total = total + self.edges[key](states[inp], w)
+                    out = self.edges[key](states[inp], w)
+                    total = out if total is None else total + out
             states.append(total)
         return torch.cat(states[2:], dim=1)
 

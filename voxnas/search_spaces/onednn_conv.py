@@ -12,7 +12,13 @@ backward is slow at 4-8 channels. Here, on CPU:
   and channel axes swapped) with the output gradient as kernel;
 - a strided convolution's input gradient is the transposed convolution; a transposed
   convolution's input gradient is the strided oneDNN convolution with the same kernel, and its
-  weight gradient the swapped convolution above (stride and dilation exchanged).
+  weight gradient the swapped convolution above (stride and dilation exchanged);
+- a transposed convolution whose dilation and padding are multiples of its stride (NAS-3D-U-Net's
+  ``u_dil_conv``, and the input gradient of ``d_dil_conv``: stride 2, dilation 2) reaches only
+  the output voxels on the stride's lattice: it is one stride-1 oneDNN convolution (flipped,
+  transposed kernel) written onto that lattice of a zero output, the same multiply-adds;
+  other transposed convolutions run PyTorch's own kernel (``slow_conv_transpose3d``, a GEMM
+  and a col2im: at these sizes as fast as oneDNN's deconvolution, measured).
 
 On CUDA, and for other dtypes, the call is the stock one (cuDNN).
 """
@@ -79,6 +85,32 @@ def _swapped_ok(x: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
     return groups == 1 or (depthwise and x.shape[0] == 1)
 
 
+def _conv_transpose(x, weight, bias, stride, padding, out_pad, groups, dilation):
+    """``F.conv_transpose3d``; on the stride's lattice as one stride-1 conv where it can."""
+    kernel = weight.shape[2:]
+    lattice = any(s > 1 for s in stride) and all(
+        d % s == 0 and p % s == 0 and (d // s) * (k - 1) >= p // s
+        for s, p, d, k in zip(stride, padding, dilation, kernel)
+    )
+    if not lattice:
+        return F.conv_transpose3d(x, weight, bias, stride, padding, out_pad, groups, dilation)
+    # y[s*m] = sum_k x[m + p/s - (d/s) k] w[k]: a correlation with the flipped kernel,
+    # dilation d/s, padding (d/s)(k-1) - p/s, output the lattice's extent
+    c_in, c_out_g = weight.shape[:2]
+    w = weight.view(groups, c_in // groups, c_out_g, *kernel).transpose(1, 2)
+    w = w.reshape(groups * c_out_g, c_in // groups, *kernel).flip(2, 3, 4).contiguous()
+    dil = [d // s for d, s in zip(dilation, stride)]
+    pad = [(d // s) * (k - 1) - p // s for s, p, d, k in zip(stride, padding, dilation, kernel)]
+    core = _aten.mkldnn_convolution(x, w, None, pad, [1, 1, 1], dil, groups)
+    size = [
+        (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for i, s, p, d, k, op in zip(x.shape[2:], stride, padding, dilation, kernel, out_pad)
+    ]
+    y = x.new_zeros(x.shape[0], core.shape[1], *size)
+    y[:, :, :: stride[0], :: stride[1], :: stride[2]] = core
+    return y if bias is None else y + bias.view(-1, 1, 1, 1)
+
+
 def _conv_input_grad(go, weight, x_shape, stride, padding, dilation, groups):
     """dL/dx of a conv: a flipped-kernel conv (stride 1) or a transposed conv (strided)."""
     kernel = weight.shape[2:]
@@ -94,7 +126,7 @@ def _conv_input_grad(go, weight, x_shape, stride, padding, dilation, groups):
         xs - ((gs - 1) * s - 2 * p + d * (k - 1) + 1)
         for xs, gs, s, p, d, k in zip(x_shape[2:], go.shape[2:], stride, padding, dilation, kernel)
     ]
-    return F.conv_transpose3d(go, weight, None, stride, padding, out_pad, groups, dilation)
+    return _conv_transpose(go, weight, None, stride, padding, out_pad, groups, dilation)
 
 
 class _OneDNNConv3d(torch.autograd.Function):
@@ -106,7 +138,7 @@ class _OneDNNConv3d(torch.autograd.Function):
         ctx.conf = (stride, padding, dilation, groups, bias is not None, transposed)
         ctx.out_pad = out_pad or [0, 0, 0]
         if transposed:
-            return F.conv_transpose3d(x, weight, bias, stride, padding, out_pad, groups, dilation)
+            return _conv_transpose(x, weight, bias, stride, padding, out_pad, groups, dilation)
         return _aten.mkldnn_convolution(x, weight, bias, padding, stride, dilation, groups)
 
     @staticmethod
@@ -186,7 +218,11 @@ class Conv3d(nn.Conv3d):
             return super()._conv_forward(x, weight, bias)
         if self.kernel_size == (1, 1, 1) and self.stride == (1, 1, 1) and self.groups == 1:
             b, c = x.shape[:2]
-            y = torch.matmul(weight.view(weight.shape[0], c), x.reshape(b, c, -1))
+            w2 = weight.view(weight.shape[0], c)
+            if b == 1:  # matmul would fold (1, c, n) by copying x to (n, c)
+                y = torch.mm(w2, x.reshape(c, -1))[None]
+            else:
+                y = torch.matmul(w2, x.reshape(b, c, -1))
             if bias is not None:
                 y = y + bias[:, None]
             return y.view(b, -1, *x.shape[2:])

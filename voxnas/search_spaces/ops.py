@@ -74,7 +74,13 @@ class SqueezeExcite(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c, 1), nn.ReLU(), nn.Linear(1, c), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scaled(x, None)
+
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        """``scale * self(x)`` with the scale folded into the per-channel attention."""
         w = self.fc(x.mean(dim=(2, 3, 4)))
+        if scale is not None:
+            w = w * scale
         return x * w[:, :, None, None, None]
 
 
