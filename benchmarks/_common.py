@@ -12,7 +12,8 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+def step_times(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -20,7 +21,11 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    return statistics.median(step_times(fn, repeats, warmup))
 
 
 def cpu_model() -> str:

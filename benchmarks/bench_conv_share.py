@@ -112,13 +112,9 @@ def _worker(space: str, repeats: int, profiled: int) -> dict:
         model.zero_grad(set_to_none=True)
         model(x).float().square().mean().backward()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    from _common import step_times  # the script's folder is on sys.path
+
+    times = step_times(step, repeats, warmup=2)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         for _ in range(profiled):

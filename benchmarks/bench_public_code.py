@@ -42,10 +42,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import write_results
+from _common import step_times, write_results
 
 
 def _public_model(code: str):
@@ -116,13 +115,7 @@ def _measure(which: str, spec: dict, threads: int, repeats: int, warmup: int, q)
         model.zero_grad(set_to_none=True)
         model(x).float().square().mean().backward()
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    times = step_times(step, repeats, warmup)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     params = sum(p.numel() for p in model.parameters())
     q.put(
