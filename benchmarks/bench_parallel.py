@@ -9,7 +9,14 @@ processes at once without Ray) and Tune's overhead per trial ((b) - (a)) / K, me
 ``--repeats`` runs, and where the seconds of (b) go: outside the trials (Tuner start, the
 worker process, unpickling the trainable: importing ray.tune, torch and voxnas there) and
 inside them (Tune's trial clock against the in-process run). A trivial trainable (no torch)
-measures Tune's own floor: stage start to the trial's first line.
+measures Tune's own floor: stage start to the trial's first line. A trainable that only
+imports torch, builds an optimizer and reports a checkpoint per epoch, ``--folds`` trials one
+at a time on one worker, measures the floor of Ray Tune + PyTorch per trial: what any
+resumable PyTorch trainable pays here before its own code; the overhead above it is voxnas'.
+The same trials K at once give the floor of (c), and with it the most speed-up the floors
+allow: (a + floor 1 at a time) / (a in K processes + floor K at once).
+A one-thread conv loop in one process, then in K processes at once, measures what the cores
+give K single-thread jobs without data, Ray or Python between steps.
 
 ``--long-iters N`` repeats (a), (b) and (c) with N iterations per epoch: longer trials, as
 real searches are, amortise the per-stage start.
@@ -74,6 +81,78 @@ def _tune_floor(tmp: Path) -> float:
         run_config=tune.RunConfig(storage_path=str(tmp / "floor"), verbose=0),
     ).fit()
     return float(stamp.read_text()) - t0
+
+
+def _torch_trainable(config):
+    """What any resumable PyTorch trainable does besides its own work: import torch, build an
+    optimizer (torch.optim imports ``torch._dynamo`` there), report each epoch with a
+    checkpoint."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(1)
+    net = torch.nn.Conv3d(1, 4, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for epoch in range(config["epochs"]):
+        opt.zero_grad()
+        net(torch.zeros(1, 1, 4, 4, 4)).sum().backward()
+        opt.step()
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict()}, Path(d) / "s.pt")
+            tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _stack_floor(tmp: Path, folds: int, epochs: int, at_once: int = 1) -> float:
+    """The wall of a stage of ``folds`` trials of ``_torch_trainable``, ``at_once`` at a time
+    on reused workers (as (b) or (c)): the floor of Ray Tune + PyTorch on this machine,
+    before any voxnas code or compute."""
+    from ray import tune
+
+    t0 = time.perf_counter()
+    tune.Tuner(
+        tune.with_resources(_torch_trainable, {"cpu": 1}),
+        param_space={"epochs": epochs, "fold": tune.grid_search(list(range(folds)))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp / f"stack{at_once}"), verbose=0),
+    ).fit()
+    return time.perf_counter() - t0
+
+
+def _compute_worker(seconds: float, barrier, q) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    conv = torch.nn.Conv3d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 48, 48, 48)
+    for _ in range(2):  # warm-up: oneDNN builds its kernels on first use
+        conv(x).sum().backward()
+    barrier.wait()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        conv(x).sum().backward()
+        n += 1
+    q.put(n / (time.perf_counter() - t0))
+
+
+def _compute_rates(k: int, seconds: float) -> list[float]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(k), ctx.Queue()
+    procs = [ctx.Process(target=_compute_worker, args=(seconds, barrier, q)) for _ in range(k)]
+    for p in procs:
+        p.start()
+    rates = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return rates
+
+
+def _cores_allow(k: int, seconds: float = 6.0) -> float:
+    """Pure compute (a one-thread conv fwd+bwd loop: no data, no Ray, little Python): the
+    summed step rate of ``k`` processes at once over one process's rate alone."""
+    alone = _compute_rates(1, seconds)[0]
+    return sum(_compute_rates(k, seconds)) / alone
 
 
 def _plain_worker(cfg, fold: int, barrier, q) -> None:
@@ -239,6 +318,13 @@ def main() -> None:
         ray.init(num_cpus=k, include_dashboard=False)
         try:
             floor = statistics.median(_tune_floor(tmp / f"f{i}") for i in range(args.repeats))
+            stack = statistics.median(
+                _stack_floor(tmp / f"s{i}", k, args.epochs) for i in range(args.repeats)
+            )
+            stack_par = statistics.median(
+                _stack_floor(tmp / f"s{i}", k, args.epochs, k) for i in range(args.repeats)
+            )
+            cores = statistics.median(_cores_allow(k) for _ in range(args.repeats))
             runs = [
                 _measure(tmp, k, args.epochs, args.iters, fresh=True) for _ in range(args.repeats)
             ]
@@ -254,6 +340,47 @@ def main() -> None:
             "measure": "Tune's floor: stage start to a trivial trainable's first line (no torch)",
             "value": floor,
             "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"Ray Tune + PyTorch floor per trial: {k} trials that only import torch, "
+            f"build an optimizer and report {args.epochs} checkpoints, 1 at a time",
+            "value": stack / k,
+            "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"Ray Tune + PyTorch floor: the same {k} trials at once, the stage",
+            "value": stack_par,
+            "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"{args.epochs}x{args.iters}: Tune overhead per trial above that floor "
+            "(voxnas' own)",
+            "value": statistics.median((r["seq"] - r["plain"]) / k for r in runs) - stack / k,
+            "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"{args.epochs}x{args.iters}: the most speed-up the floors allow "
+            "((in-process + floor 1 at a time) / (in-process at once + floor at once))",
+            "value": statistics.median(
+                (r["plain"] + stack) / (r["plain_par"] + stack_par) for r in runs
+            ),
+            "unit": f"x (ideal {k})",
+        }
+    )
+    rows.append(
+        {
+            "measure": f"what the cores allow, pure compute: {k} one-thread conv loops at once "
+            "/ one alone",
+            "value": cores,
+            "unit": f"x (ideal {k})",
         }
     )
     if long_runs:
