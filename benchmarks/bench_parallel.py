@@ -134,25 +134,27 @@ def _compute_worker(seconds: float, barrier, q) -> None:
     q.put(n / (time.perf_counter() - t0))
 
 
-def _compute_rates(k: int, seconds: float) -> list[float]:
+def _at_once(target, args: list[tuple]) -> list:
+    """``target(*a, barrier, queue)`` in one spawned process per ``a``, released together by
+    the barrier; what each puts on the queue."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    barrier, q = ctx.Barrier(k), ctx.Queue()
-    procs = [ctx.Process(target=_compute_worker, args=(seconds, barrier, q)) for _ in range(k)]
+    barrier, q = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, q)) for a in args]
     for p in procs:
         p.start()
-    rates = [q.get() for _ in procs]
+    out = [q.get() for _ in procs]
     for p in procs:
         p.join()
-    return rates
+    return out
 
 
 def _cores_allow(k: int, seconds: float = 6.0) -> float:
     """Pure compute (a one-thread conv fwd+bwd loop: no data, no Ray, little Python): the
     summed step rate of ``k`` processes at once over one process's rate alone."""
-    alone = _compute_rates(1, seconds)[0]
-    return sum(_compute_rates(k, seconds)) / alone
+    [alone] = _at_once(_compute_worker, [(seconds,)])
+    return sum(_at_once(_compute_worker, [(seconds,)] * k)) / alone
 
 
 def _plain_worker(cfg, fold: int, barrier, q) -> None:
@@ -174,16 +176,7 @@ def _plain_worker(cfg, fold: int, barrier, q) -> None:
 def _plain_parallel(cfg, folds: int) -> float:
     """The folds in-process, one process each, all at once (no Ray): what the cores allow
     (memory bandwidth, caches, turbo) before Ray takes anything."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    barrier, q = ctx.Barrier(folds), ctx.Queue()
-    procs = [ctx.Process(target=_plain_worker, args=(cfg, k, barrier, q)) for k in range(folds)]
-    for p in procs:
-        p.start()
-    spans = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
+    spans = _at_once(_plain_worker, [(cfg, k) for k in range(folds)])
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
