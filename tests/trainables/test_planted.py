@@ -86,7 +86,12 @@ def test_most_decoy_voxels_look_like_target_voxels_within_the_2d_reach():
 
 # ---- slow: training, three seeds, two worker processes ------------------------------------
 RETRAIN = ["retrain.epochs=30", "retrain.iterations_per_epoch=30"]
-SEARCH = ["search.epochs=24", "search.iterations_per_epoch=25", "search.warmup_epochs=8"]
+# A 600-iteration search (half the config's). Its warm-up is short: after 8 warm-up epochs
+# the supernet already scored val DSC ~0.84 with uniform alphas, so the alpha gradients that
+# followed were mostly noise (median share 0.62 over seeds 0-2 against the 0.6 below; seeds
+# 0 and 2 at chance). With 2 warm-up epochs the alphas move while slice-axis context still
+# lowers the loss: shares 0.71, 0.71, 0.81 (seeds 0-2) and 0.71, 0.67, 0.71 (seeds 3-5).
+SEARCH = ["search.epochs=24", "search.iterations_per_epoch=25", "search.warmup_epochs=2"]
 
 
 def _cfg(workdir, seed, extra=()):
