@@ -91,6 +91,7 @@ RETRAIN = ["retrain.epochs=30", "retrain.iterations_per_epoch=30"]
 # followed were mostly noise (median share 0.62 over seeds 0-2 against the 0.6 below; seeds
 # 0 and 2 at chance). With 2 warm-up epochs the alphas move while slice-axis context still
 # lowers the loss: shares 0.71, 0.71, 0.81 (seeds 0-2) and 0.71, 0.67, 0.71 (seeds 3-5).
+# Shorter is too short: 16 epochs with 2 warm-up gave 0.67, 0.57, 0.57 (seeds 0-2).
 SEARCH = ["search.epochs=24", "search.iterations_per_epoch=25", "search.warmup_epochs=2"]
 
 
