@@ -219,6 +219,11 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _overhead_per_trial(runs: list[dict[str, float]], k: int, key: str = "seq") -> float:
+    """Tune's overhead per trial: (the Ray stage ``key`` - in-process) / folds, median."""
+    return statistics.median((r[key] - r["plain"]) / k for r in runs)
+
+
 def _rows(runs: list[dict[str, float]], k: int, label: str) -> list[dict]:
     plain, seq, par = (_median(runs, key) for key in ("plain", "seq", "par"))
     rows = [
@@ -260,7 +265,7 @@ def _rows(runs: list[dict[str, float]], k: int, label: str) -> list[dict]:
         },
         {
             "measure": f"{label}: Tune overhead per trial ((Ray 1 at a time - in-process) / folds)",
-            "value": statistics.median((r["seq"] - r["plain"]) / k for r in runs),
+            "value": _overhead_per_trial(runs, k),
             "unit": "s",
         },
     ]
@@ -268,7 +273,7 @@ def _rows(runs: list[dict[str, float]], k: int, label: str) -> list[dict]:
         rows.append(
             {
                 "measure": f"{label}: Tune overhead per trial, a new worker per trial",
-                "value": statistics.median((r["seq_fresh"] - r["plain"]) / k for r in runs),
+                "value": _overhead_per_trial(runs, k, "seq_fresh"),
                 "unit": "s",
             }
         )
@@ -354,7 +359,7 @@ def main() -> None:
         {
             "measure": f"{args.epochs}x{args.iters}: Tune overhead per trial above that floor "
             "(voxnas' own)",
-            "value": statistics.median((r["seq"] - r["plain"]) / k for r in runs) - stack / k,
+            "value": _overhead_per_trial(runs, k) - stack / k,
             "unit": "s",
         }
     )
