@@ -145,3 +145,27 @@ def test_cost_counts_a_conv_exactly():
 def test_create_model_refuses_unknown_options(name, kw):
     with pytest.raises(TypeError, match="unknown option"):
         create_model(name, 1, 2, **kw)
+
+
+@pytest.mark.parametrize("size", [(16, 16, 8), (48, 48, 4), (12, 20, 3)])
+def test_pyramid_pooling_equals_pooling_each_scale_from_its_input(size):
+    """The pyramid pools each scale from the previous one where windows nest: same output and
+    same input gradient as pooling the full input at every scale (values without ties)."""
+    import torch.nn.functional as F
+
+    from voxnas.search_spaces.layers import upsample
+    from voxnas.search_spaces.vnas import PyramidPooling
+
+    torch.manual_seed(0)
+    psp = PyramidPooling(3)
+    x = torch.randn(2, 3, *size, requires_grad=True)
+    outs = [x]
+    for k, conv in zip(psp.scales, psp.convs):
+        kk = (min(k, size[0]), min(k, size[1]), 1)
+        outs.append(upsample(conv(F.max_pool3d(x, kk, kk)), size))
+    ref = torch.cat(outs, dim=1)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    out = psp(x)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(g, g_ref)

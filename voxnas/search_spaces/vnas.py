@@ -89,9 +89,17 @@ class PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
         outs = [x]
+        # each scale pools the previous scale's map where its window is a whole multiple of
+        # the previous one (max over non-overlapping windows composes exactly): the full-size
+        # input is read once instead of once per scale
+        src, done = x, (1, 1, 1)
         for k, conv in zip(self.scales, self.convs):
             kk = (min(k, size[0]), min(k, size[1]), 1)
-            outs.append(upsample(conv(F.max_pool3d(x, kk, kk)), size))
+            if any(a % b for a, b in zip(kk, done)):
+                src, done = x, (1, 1, 1)
+            step = tuple(a // b for a, b in zip(kk, done))
+            src, done = F.max_pool3d(src, step, step), kk
+            outs.append(upsample(conv(src), size))
         return torch.cat(outs, dim=1)
 
 
