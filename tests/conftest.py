@@ -11,9 +11,35 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from voxnas.data.synthetic import write_synthetic  # noqa: E402
 
+# The longest tests, started first so that the rest of the suite fills the other worker
+# (`bash run.sh test` runs two pytest-xdist workers, README "Tests").
+FIRST = (
+    "tests/trainables/test_planted.py::test_the_search_moves_away_from_2d",
+    "tests/platform/test_demo.py",  # the Ray group: all Ray tests, one after another
+    "tests/platform/test_protocol_ray.py",
+    "tests/trainables/test_learning.py",
+    "tests/trainables/test_planted.py::test_2d_cells_fail_where_p3d_cells_succeed",
+)
 
+
+def pytest_configure(config):
+    grouped = config.getoption("numprocesses", None) and config.getoption("dist") == "loadgroup"
+    if grouped and int(pytest.__version__.split(".")[0]) >= 9:  # pyproject.toml: pytest < 9
+        raise pytest.UsageError(
+            "pytest-xdist's --dist loadgroup does not group tests on pytest 9 (two Ray "
+            "tests would run at once): install pytest<9 (bash run.sh setup) or pass -n 0"
+        )
+
+
+def _rank(item) -> int:
+    return next((i for i, p in enumerate(FIRST) if item.nodeid.startswith(p)), len(FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Tests without a tier marker are unit tests; gpu tests skip without CUDA."""
+    """Tests without a tier marker are unit tests; gpu tests skip without CUDA. Under
+    pytest-xdist: Ray tests share one worker (one local Ray cluster at a time), a module whose
+    tests share an expensive fixture stays on one worker, and the longest tests go first."""
     import torch
 
     tiers = {"integration", "ray", "gpu", "slow"}
@@ -22,6 +48,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
         if item.get_closest_marker("gpu") and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.nodeid.startswith("tests/trainables/test_learning.py"):
+            item.add_marker(pytest.mark.xdist_group("learning"))  # module fixture: 3 retrains
+    items.sort(key=_rank)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from workers import pool
 
 from voxnas.cli import main
 from voxnas.config import load_config
@@ -44,16 +45,14 @@ def _learn(args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    import multiprocessing as mp
-
     from voxnas.data.prepare import prepare_data
 
     root = tmp_path_factory.mktemp("learn")
     for seed in LEARNING_SEEDS:  # data and cache written once per workdir, before the workers
         cfg = load_config("configs/demo.yaml", [f"workdir={root / f's{seed}'}", f"seed={seed}"])
         prepare_data(cfg, lambda s: None)
-    with mp.get_context("spawn").Pool(len(LEARNING_SEEDS)) as pool:
-        return pool.map(_learn, [(root / f"s{seed}", seed) for seed in LEARNING_SEEDS])
+    with pool(len(LEARNING_SEEDS)) as workers:
+        return workers.map(_learn, [(root / f"s{seed}", seed) for seed in LEARNING_SEEDS])
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ three seeds each and assert on medians (no single chaotic trajectory decides).
 
 from __future__ import annotations
 
-import multiprocessing as mp
-
 import numpy as np
 import pytest
 import torch
+from workers import pool
 
 from voxnas.config import load_config
 from voxnas.data.synthetic import make_planted_case
@@ -134,7 +133,7 @@ def planted_workdir(tmp_path_factory):
 def _pool(jobs: int = 2):
     """Worker processes of one thread each. Three one-thread jobs on 2 cores finish sooner
     together (1.5 job-times) than as 2 + 1 (2 job-times); the numbers do not change."""
-    return mp.get_context("spawn").Pool(jobs)
+    return pool(jobs)
 
 
 @pytest.mark.integration
