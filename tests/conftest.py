@@ -23,7 +23,9 @@ FIRST = (
 
 
 def pytest_configure(config):
-    grouped = config.getoption("numprocesses", None) and config.getoption("dist") == "loadgroup"
+    grouped = (
+        config.getoption("numprocesses", None) and config.getoption("dist", "no") == "loadgroup"
+    )
     if grouped and int(pytest.__version__.split(".")[0]) >= 9:  # pyproject.toml: pytest < 9
         raise pytest.UsageError(
             "pytest-xdist's --dist loadgroup does not group tests on pytest 9 (two Ray "
@@ -38,8 +40,8 @@ def _rank(item) -> int:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Tests without a tier marker are unit tests; gpu tests skip without CUDA. Under
-    pytest-xdist: Ray tests share one worker (one local Ray cluster at a time), a module whose
-    tests share an expensive fixture stays on one worker, and the longest tests go first."""
+    pytest-xdist: Ray tests share one worker (one local Ray cluster at a time) and the longest tests
+    go first."""
     import torch
 
     tiers = {"integration", "ray", "gpu", "slow"}
@@ -50,8 +52,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
-        elif item.nodeid.startswith("tests/trainables/test_learning.py"):
-            item.add_marker(pytest.mark.xdist_group("learning"))  # module fixture: 3 retrains
     items.sort(key=_rank)  # stable: the rest keep their order
 
 

@@ -147,7 +147,7 @@ def test_create_model_refuses_unknown_options(name, kw):
         create_model(name, 1, 2, **kw)
 
 
-@pytest.mark.parametrize("size", [(16, 16, 8), (48, 48, 4), (12, 20, 3)])
+@pytest.mark.parametrize("size", [(16, 16, 8), (48, 48, 4), (12, 20, 3), (8, 8, 4)])
 def test_pyramid_pooling_equals_pooling_each_scale_from_its_input(size):
     """The pyramid pools each scale from the previous one where windows nest: same output and
     same input gradient as pooling the full input at every scale (values without ties)."""

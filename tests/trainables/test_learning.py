@@ -24,7 +24,9 @@ LEARNING_SEEDS = (0, 1, 2)
 # the threshold sits at least 0.05 below it (README, "Quality figures")
 LEARNING_THRESHOLD = 0.82
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One pytest-xdist worker for the module: its fixture trains 3 seeds, which split across both
+# workers would be trained twice.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("learning")]
 
 
 def learning_run(workdir, seed: int):

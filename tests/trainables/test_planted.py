@@ -130,18 +130,12 @@ def planted_workdir(tmp_path_factory):
     return root
 
 
-def _pool(jobs: int = 2):
-    """Worker processes of one thread each. Three one-thread jobs on 2 cores finish sooner
-    together (1.5 job-times) than as 2 + 1 (2 job-times); the numbers do not change."""
-    return pool(jobs)
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_2d_cells_fail_where_p3d_cells_succeed(planted_workdir):
     jobs = [(planted_workdir, s, a) for s in SEEDS for a in ("2D/2D", "P3D/P3D")]
-    with _pool() as pool:
-        dice = dict(zip([(s, a) for _, s, a in jobs], pool.map(_retrain, jobs)))
+    with pool(2) as workers:  # one thread each (_retrain); the numbers do not change
+        dice = dict(zip([(s, a) for _, s, a in jobs], workers.map(_retrain, jobs)))
     d2 = np.median([dice[s, "2D/2D"] for s in SEEDS])
     dp = np.median([dice[s, "P3D/P3D"] for s in SEEDS])
     print(f"planted retrain target DSC per seed: {dice}; medians 2D {d2:.3f}, P3D {dp:.3f}")
@@ -151,8 +145,10 @@ def test_2d_cells_fail_where_p3d_cells_succeed(planted_workdir):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_search_moves_away_from_2d(planted_workdir):
-    with _pool(len(SEEDS)) as pool:
-        out = pool.map(_search, [(planted_workdir, s) for s in SEEDS])
+    # Three one-thread jobs on 2 cores finish sooner together (1.5 job-times) than as 2 + 1
+    # (2 job-times); the numbers do not change.
+    with pool(len(SEEDS)) as workers:
+        out = workers.map(_search, [(planted_workdir, s) for s in SEEDS])
     share = np.median([o[0] for o in out])
     entropy = np.median([o[1] for o in out])
     print(f"planted search, fold 0: share of cells with p(2D) < 1/3 and entropy: {out}")

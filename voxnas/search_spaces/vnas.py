@@ -98,7 +98,9 @@ class PyramidPooling(nn.Module):
             if any(a % b for a, b in zip(kk, done)):
                 src, done = x, (1, 1, 1)
             step = tuple(a // b for a, b in zip(kk, done))
-            src, done = F.max_pool3d(src, step, step), kk
+            if step != (1, 1, 1):  # a window clamped to the last one's size: no copy
+                src = F.max_pool3d(src, step, step)
+            done = kk
             outs.append(upsample(conv(src), size))
         return torch.cat(outs, dim=1)
 
