@@ -109,7 +109,11 @@ def test_supernet_folded_matches_darts_sum_float64(name, lean):
 def test_nas3dunet_folded_float32_as_accurate_as_darts_sum(lean):
     """On the real CPU path (float32, oneDNN convolutions) the folded mixing is as close to the
     float64 result as the float32 DARTS sum is: some squeeze-and-excitation gradients of the
-    deepest cells are themselves 2e-4 off in float32, whichever way alphas are applied."""
+    deepest cells are themselves 2e-4 off in float32, whichever way alphas are applied.
+
+    Per tensor the two float32 errors differ with the CPU's kernels (an AMD EPYC with AVX-512:
+    3.5e-5 folded against 1.0e-5 summed for one SE weight; the summed path's worst tensor was
+    4.9e-4 there): 1e-4 of slack, well inside float32 noise, far below a wrong mixing (O(1))."""
     torch.set_num_threads(1)
     in_ch, patch, kw = CASES["nas3dunet-supernet"]
     torch.manual_seed(0)
@@ -128,7 +132,7 @@ def test_nas3dunet_folded_float32_as_accurate_as_darts_sum(lean):
     assert err(new[0], exact[0]) <= 2 * err(old[0], exact[0]) + 1e-6
     assert any(n.startswith("alpha") for n in exact[1])
     for n, g in exact[1].items():
-        assert err(new[1][n], g) <= 2 * err(old[1][n], g) + 1e-5, n
+        assert err(new[1][n], g) <= 2 * err(old[1][n], g) + 1e-4, n
 
 
 def test_cpu_supernet_takes_the_folded_path(monkeypatch):
