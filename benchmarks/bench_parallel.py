@@ -219,6 +219,12 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _floors_allow(runs: list[dict[str, float]], stack: float, stack_par: float) -> float:
+    """The most speed-up the floors allow: (in-process + the floor stage 1 at a time) /
+    (in-process at once + the floor stage at once), median over ``runs``."""
+    return statistics.median((r["plain"] + stack) / (r["plain_par"] + stack_par) for r in runs)
+
+
 def _overhead_per_trial(runs: list[dict[str, float]], k: int, key: str = "seq") -> float:
     """Tune's overhead per trial: (the Ray stage ``key`` - in-process) / folds, median."""
     return statistics.median((r[key] - r["plain"]) / k for r in runs)
@@ -367,9 +373,7 @@ def main() -> None:
         {
             "measure": f"{args.epochs}x{args.iters}: the most speed-up the floors allow "
             "((in-process + floor 1 at a time) / (in-process at once + floor at once))",
-            "value": statistics.median(
-                (r["plain"] + stack) / (r["plain_par"] + stack_par) for r in runs
-            ),
+            "value": _floors_allow(runs, stack, stack_par),
             "unit": f"x (ideal {k})",
         }
     )
@@ -387,9 +391,7 @@ def main() -> None:
         rows.append(
             {
                 "measure": f"{label}: the most speed-up the floors allow (as above, these trials)",
-                "value": statistics.median(
-                    (r["plain"] + stack) / (r["plain_par"] + stack_par) for r in long_runs
-                ),
+                "value": _floors_allow(long_runs, stack, stack_par),
                 "unit": f"x (ideal {k})",
             }
         )
