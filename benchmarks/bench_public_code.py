@@ -291,7 +291,9 @@ def main() -> None:
                 {
                     "implementation": "ratio public / voxnas",
                     "threads": threads,
-                    "fwd+bwd (s)": med["public"] / med["voxnas"],
+                    # each round timed both in turn: the median of the rounds' ratios (the
+                    # ratio of pooled medians could fall outside the rounds' range)
+                    "fwd+bwd (s)": statistics.median(per_round),
                     "min-max": f"{min(per_round):.3g}-{max(per_round):.3g}",
                     "steps": "",
                     "peak RSS (MiB)": "",
@@ -310,8 +312,8 @@ def main() -> None:
             f"{rev[:7]}) vs voxnas, forward+backward, {config}; a fresh process per "
             f"measurement, the two alternating in order, {args.warmup} warm-up step(s) per "
             "process; steps: processes x timed steps per implementation, fwd+bwd: their median, "
-            "min-max: the fastest and slowest step (for the ratio: of the rounds' ratios of "
-            "medians). Parameters: "
+            "min-max: the fastest and slowest step (for the ratio row: the median, smallest "
+            "and largest of the rounds' ratios of medians). Parameters: "
             f"{pub['params']:,} public vs {vox['params']:,} voxnas, the same in "
             f"{', '.join(same) or 'no kind'}; they differ in {differ or 'nothing'} "
             f"(public vs voxnas; 'other' is the alphas: {pub['alphas']} vs {vox['alphas']})."
