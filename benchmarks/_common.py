@@ -28,6 +28,22 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(step_times(fn, repeats, warmup))
 
 
+def spawn_at_once(target, args: list[tuple]) -> list:
+    """``target(*a, barrier, queue)`` in one spawned process per ``a``, released together by
+    the barrier; what each puts on the queue."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, q = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, q)) for a in args]
+    for p in procs:
+        p.start()
+    out = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return out
+
+
 def cpu_model() -> str:
     """The CPU's model name and vector extensions (numerics and speed depend on them)."""
     name, flags = platform.processor() or platform.machine(), set()

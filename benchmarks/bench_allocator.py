@@ -16,16 +16,12 @@ search step, two processes at once (as two trials on 2 cores): summed steps per 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from _common import write_results
+from _common import spawn_at_once, step_times, write_results
 
 NETS = {  # name: (registry name, channels in, out, kwargs, input shape)
     "V-NAS supernet, demo search (width 0.125, batch 2, 32^3)": (
@@ -42,7 +38,9 @@ NETS = {  # name: (registry name, channels in, out, kwargs, input shape)
 DEMO = next(iter(NETS))
 
 
-def _worker(net: str, kept: bool, steps: int, seconds: float, start_at: float) -> dict:
+def _worker(net: str, kept: bool, steps: int, seconds: float, barrier, q) -> None:
+    """In a spawned process: ``steps`` timed steps (``seconds`` 0), or as many as fit in
+    ``seconds``, after the barrier; puts the figures on ``q``."""
     import resource
 
     if kept:
@@ -70,15 +68,14 @@ def _worker(net: str, kept: bool, steps: int, seconds: float, start_at: float) -
 
         for _ in range(2):  # warm-up: oneDNN builds its kernels on first use
             step()
-        while time.time() < start_at:  # two processes at once start together
-            time.sleep(0.01)
-        r0, t0, times = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), []
-        while len(times) < steps or (seconds and time.perf_counter() - t0 < seconds):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-            if seconds and time.perf_counter() - t0 >= seconds:
-                break
+        barrier.wait()  # processes measured together start together
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        if seconds:
+            times = []
+            while time.perf_counter() - t0 < seconds:
+                times += step_times(step, 1, warmup=0)
+        else:
+            times = step_times(step, steps, warmup=0)
         r1, n = resource.getrusage(resource.RUSAGE_SELF), len(times)
         out.update(
             step_s=statistics.median(times),
@@ -91,28 +88,17 @@ def _worker(net: str, kept: bool, steps: int, seconds: float, start_at: float) -
     th = threading.Thread(target=run)
     th.start()
     th.join()
+    q.put(out)
+
+
+def _alone(net: str, kept: bool, steps: int) -> dict:
+    [out] = spawn_at_once(_worker, [(net, kept, steps, 0.0)])
     return out
-
-
-def _spawn(net: str, kept: bool, steps: int, seconds: float = 0.0, start_at: float = 0.0):
-    cmd = [sys.executable, __file__, "--worker", net, "--steps", str(steps),
-           "--seconds", str(seconds), "--start-at", str(start_at)]  # fmt: skip
-    cmd += ["--kept"] if kept else []
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-
-
-def _result(proc) -> dict:
-    out, _ = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"worker failed ({proc.returncode})")
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def _pair_rate(kept: bool, seconds: float) -> float:
     """Summed steps/s of two processes running the demo's step at once."""
-    start = time.time() + 15  # after both have imported torch and warmed up
-    procs = [_spawn(DEMO, kept, 1, seconds, start) for _ in range(2)]
-    return sum(_result(p)["rate"] for p in procs)
+    return sum(o["rate"] for o in spawn_at_once(_worker, [(DEMO, kept, 1, seconds)] * 2))
 
 
 def main() -> None:
@@ -120,20 +106,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--pair-seconds", type=float, default=10.0)
-    ap.add_argument("--worker")
-    ap.add_argument("--kept", action="store_true")
-    ap.add_argument("--seconds", type=float, default=0.0)
-    ap.add_argument("--start-at", type=float, default=0.0)
     args = ap.parse_args()
-    if args.worker:
-        print(json.dumps(_worker(args.worker, args.kept, args.steps, args.seconds, args.start_at)))
-        return
     runs: dict[tuple[str, bool], list[dict]] = {}
     pairs: dict[bool, list[float]] = {False: [], True: []}
     for r in range(args.rounds):
         for net in NETS:
             for kept in (False, True):
-                res = _result(_spawn(net, kept, args.steps))
+                res = _alone(net, kept, args.steps)
                 runs.setdefault((net, kept), []).append(res)
                 print(f"round {r} {net} kept={kept}: {res}", file=sys.stderr, flush=True)
         for kept in (False, True):
@@ -177,6 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     main()

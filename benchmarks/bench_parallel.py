@@ -37,7 +37,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from _common import write_results  # noqa: E402
+from _common import spawn_at_once, write_results  # noqa: E402
 
 from voxnas.config import load_config  # noqa: E402
 
@@ -134,27 +134,11 @@ def _compute_worker(seconds: float, barrier, q) -> None:
     q.put(n / (time.perf_counter() - t0))
 
 
-def _at_once(target, args: list[tuple]) -> list:
-    """``target(*a, barrier, queue)`` in one spawned process per ``a``, released together by
-    the barrier; what each puts on the queue."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    barrier, q = ctx.Barrier(len(args)), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*a, barrier, q)) for a in args]
-    for p in procs:
-        p.start()
-    out = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return out
-
-
 def _cores_allow(k: int, seconds: float = 6.0) -> float:
     """Pure compute (a one-thread conv fwd+bwd loop: no data, no Ray, little Python): the
     summed step rate of ``k`` processes at once over one process's rate alone."""
-    [alone] = _at_once(_compute_worker, [(seconds,)])
-    return sum(_at_once(_compute_worker, [(seconds,)] * k)) / alone
+    [alone] = spawn_at_once(_compute_worker, [(seconds,)])
+    return sum(spawn_at_once(_compute_worker, [(seconds,)] * k)) / alone
 
 
 def _plain_worker(cfg, fold: int, barrier, q) -> None:
@@ -176,7 +160,7 @@ def _plain_worker(cfg, fold: int, barrier, q) -> None:
 def _plain_parallel(cfg, folds: int) -> float:
     """The folds in-process, one process each, all at once (no Ray): what the cores allow
     (memory bandwidth, caches, turbo) before Ray takes anything."""
-    spans = _at_once(_plain_worker, [(cfg, k) for k in range(folds)])
+    spans = spawn_at_once(_plain_worker, [(cfg, k) for k in range(folds)])
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 

@@ -25,12 +25,13 @@ _MMAP_THRESHOLD_MAX = 32 << 20
 def keep_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MiB in the heap for the next step, instead of
     handing them back to the kernel and faulting fresh zeroed pages in again. With glibc's
-    defaults a V-NAS / NAS-3D-U-Net supernet training step on CPU took 6,700-25,000 page
-    faults and 15-55 ms of kernel time (medians, ``benchmarks/bench_allocator.py``); with
-    this, 77-680 and 0.4-9 ms, and the steps ran 3-10% faster. Peak resident memory stayed
-    within 2%: a process holds its step's peak anyway, and larger blocks are still mapped
-    and unmapped. Returns whether it applied: only where the C library is glibc (not musl,
-    macOS or Windows); once per process."""
+    defaults a V-NAS / NAS-3D-U-Net supernet training step on CPU took 5,000-25,000 page
+    faults and 13-55 ms of kernel time (medians of two runs of
+    ``benchmarks/bench_allocator.py``); with this, 77-680 and under 10 ms. The demo's search
+    step ran 9-14% faster in both runs; the 64^3 steps' times moved within the host's noise
+    (0.95-1.08x). Peak resident memory was never higher: a process holds its step's peak
+    anyway, and larger blocks are still mapped and unmapped. Returns whether it applied:
+    only where the C library is glibc (not musl, macOS or Windows); once per process."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
             return False
