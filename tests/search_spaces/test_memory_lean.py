@@ -56,7 +56,7 @@ def test_memory_lean_switches_only_mixed_ops_and_recomputes():
     mixed = [m for m in model.modules() if isinstance(m, MixedOp)]
     assert mixed and all(m.memory_lean for m in mixed)
     calls = []
-    op = _first_leaf(mixed[0].ops[0])  # the folded CPU mixing calls a candidate's children
+    op = _first_leaf(mixed[0].ops[1])  # 3D: the folded CPU mixing calls its children
     op.register_forward_hook(lambda *a: calls.append(1))
     model(torch.randn(1, 1, 32, 32, 16)).sum().backward()
     assert len(calls) == 2  # forward, then the recomputation in backward
@@ -77,7 +77,7 @@ def test_recomputation_reenters_only_the_bf16_emulation(emulated):
     """A forward under the memory model's bf16 emulation is recomputed under it too (the
     model's bf16 figures for memory_lean), a plain forward plainly."""
     model = set_memory_lean(create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False))
-    op = _first_leaf(next(m for m in model.modules() if isinstance(m, MixedOp)).ops[0])
+    op = _first_leaf(next(m for m in model.modules() if isinstance(m, MixedOp)).ops[1])
     seen = []
     op.register_forward_hook(lambda *a: seen.append(Bf16Autocast.active()))
     with Bf16Autocast() if emulated else contextlib.nullcontext():

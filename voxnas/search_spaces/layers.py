@@ -18,6 +18,7 @@ from voxnas.search_spaces.onednn_conv import Conv3d, ConvTranspose3d, stock_conv
 __all__ = [
     "BatchNorm3d",
     "batchnorm_layers",
+    "stacked_batch_norm",
     "patch_statistics",
     "recalibrate_batchnorm",
     "Conv3d",
@@ -59,43 +60,63 @@ class BatchNorm3d(nn.BatchNorm3d):
         if scale is not None:
             weight = scale.expand(x.shape[1]) if weight is None else weight * scale
             bias = None if bias is None else bias * scale
-        if not self.training or x.numel() // x.shape[1] >= self.min_values:
-            return self._stock(x, weight, bias)
+        self._check_input_dim(x)
+        return stacked_batch_norm([self], x, weight, bias)
+
+
+def _stacked(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    if len(tensors) == 1 or tensors[0] is None:
+        return tensors[0]
+    return torch.cat(tensors)
+
+
+def stacked_batch_norm(
+    bns: list[BatchNorm3d], x: torch.Tensor, weight=None, bias=None
+) -> torch.Tensor:
+    """``cat([bn(part) for bn, part in zip(bns, x's channels split as theirs)])`` in one call:
+    each part normalised as its layer would (``BatchNorm3d.forward``), with that layer's running
+    statistics, counter and few-values rule. The layers must agree in mode, momentum, eps and
+    counter; ``weight``/``bias`` default to the layers' own, stacked."""
+    bn = bns[0]
+    if weight is None and bias is None:
+        weight, bias = _stacked([b.weight for b in bns]), _stacked([b.bias for b in bns])
+    mean, var = _stacked([b.running_mean for b in bns]), _stacked([b.running_var for b in bns])
+    counters = [b.num_batches_tracked for b in bns]
+    if not bn.training or x.numel() // x.shape[1] >= bn.min_values:  # nn.BatchNorm3d.forward
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.track_running_stats and counters[0] is not None:
+            for n in counters:
+                n.add_(1)
+            if bn.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(counters[0])
+        use_batch = bn.training or (mean is None and var is None)
+        track = not bn.training or bn.track_running_stats
+        out = F.batch_norm(
+            x, mean if track else None, var if track else None, weight, bias, use_batch,
+            factor, bn.eps,
+        )  # fmt: skip
+    else:
         with torch.no_grad():  # update the running statistics as BatchNorm would
             dims = [0, *range(2, x.ndim)]
             n = x.numel() // x.shape[1]
             # bf16 activations under autocast: the statistics stay in the buffers' dtype (fp32)
-            x32 = x.to(self.running_mean.dtype)
-            mean, var = x32.mean(dims), x32.var(dims, unbiased=False) * n / max(n - 1, 1)
-            self.num_batches_tracked += 1
+            x32 = x.to(mean.dtype)
+            batch_mean = x32.mean(dims)
+            batch_var = x32.var(dims, unbiased=False) * n / max(n - 1, 1)
+            for c in counters:
+                c.add_(1)
             # momentum None: cumulative average, as nn.BatchNorm (used by recalibration)
-            w = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            self.running_mean.lerp_(mean, w)
-            self.running_var.lerp_(var, w)
-        return F.batch_norm(
-            x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps
-        )
-
-    def _stock(self, x: torch.Tensor, weight, bias) -> torch.Tensor:
-        """``nn.BatchNorm3d.forward`` with the affine parameters given."""
-        self._check_input_dim(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
-        use_batch = self.training or (self.running_mean is None and self.running_var is None)
-        track = not self.training or self.track_running_stats
-        return F.batch_norm(
-            x,
-            self.running_mean if track else None,
-            self.running_var if track else None,
-            weight,
-            bias,
-            use_batch,
-            factor,
-            self.eps,
-        )
+            w = 1.0 / float(counters[0]) if bn.momentum is None else bn.momentum
+            mean.lerp_(batch_mean, w)
+            var.lerp_(batch_var, w)
+        out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, bn.eps)
+    if len(bns) > 1 and bn.training and mean is not None:  # the stacked copies moved: back
+        with torch.no_grad():
+            sizes = [b.num_features for b in bns]
+            for b, m, v in zip(bns, mean.split(sizes), var.split(sizes)):
+                b.running_mean.copy_(m)
+                b.running_var.copy_(v)
+    return out
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

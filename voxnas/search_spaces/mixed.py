@@ -8,8 +8,9 @@ are the same (:mod:`voxnas.search_spaces.recompute`).
 On CPU (float weights >= 0, as softmax rows are) each candidate's weight is folded into its
 last norm or scaling layer (:mod:`voxnas.search_spaces.weighted`) and the weighted outputs are
 summed into one buffer, instead of a multiplication pass per candidate and a new tensor per
-addition; :func:`darts_sum` restores the plain DARTS sum (the reference, for tests and
-benchmarks), which other devices run.
+addition, and candidates that open with the same conv + BatchNorm + ReLU run that opening as
+one call (:mod:`voxnas.search_spaces.shared_head`); :func:`darts_sum` restores the plain
+DARTS sum (the reference, for tests and benchmarks), which other devices run.
 
 The architecture weights are not stored here: the network owns its alphas as
 ``nn.Parameter``s and passes ``softmax(alpha)`` rows in, so one alpha row can drive several
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from voxnas.search_spaces.recompute import checkpointed
+from voxnas.search_spaces.shared_head import head_groups, shared_heads
 from voxnas.search_spaces.weighted import weighted
 
 __all__ = ["MixedOp", "SearchableNet", "darts_sum", "set_memory_lean"]
@@ -74,6 +76,7 @@ class MixedOp(nn.Module):
         self.names = tuple(ops)
         self.ops = nn.ModuleList(ops.values())
         self.memory_lean = False
+        self.head_groups = head_groups(self.ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         if len(self.ops) == 1:  # a fixed network's chosen op: no mixing, no alpha
@@ -86,8 +89,9 @@ class MixedOp(nn.Module):
         if not _folds(x, weights):
             return sum(w * op(x) for w, op in zip(weights, self.ops))
         total = None
+        heads = shared_heads(self.ops, self.head_groups, x) if self.head_groups else {}
         for i, (w, op) in enumerate(zip(weights, self.ops)):
-            y = weighted(op, x, w)
+            y = weighted(op, heads[i], w, 1) if i in heads else weighted(op, x, w)
             if i == 0:
                 total = y
             elif i == 1:

@@ -37,15 +37,21 @@ def _scaled(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     return None
 
 
-def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, start: int = 0) -> torch.Tensor:
     """``w * op(x)`` (``w`` a 0-d tensor >= 0), folded into ``op``'s last scaling layer when
-    ``op`` ends in one (nested ``nn.Sequential``s are followed to their last module)."""
-    out = _scaled(op, x, w)
-    if out is not None:
-        return out
-    if not (isinstance(op, nn.Sequential) and len(op) > 0):
-        return w * op(x)
-    *body, last = op
+    ``op`` ends in one (nested ``nn.Sequential``s are followed to their last module). With
+    ``start``, ``op`` is an ``nn.Sequential`` and ``x`` the output of its first ``start``
+    modules (run elsewhere: :mod:`voxnas.search_spaces.shared_head`)."""
+    if start:
+        modules = list(op)[start:]
+    else:
+        out = _scaled(op, x, w)
+        if out is not None:
+            return out
+        if not (isinstance(op, nn.Sequential) and len(op) > 0):
+            return w * op(x)
+        modules = list(op)
+    *body, last = modules
     relu = isinstance(last, nn.ReLU) and len(body) > 0
     if relu:  # w * relu(z) = relu(w * z) for w >= 0
         *body, last = body
