@@ -20,34 +20,28 @@ MixedOps (V-NAS: every layer of a dense block shares the block's beta).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 from voxnas.search_spaces.recompute import checkpointed
 from voxnas.search_spaces.shared_head import head_groups, shared_heads
+from voxnas.search_spaces.switches import Switch
 from voxnas.search_spaces.weighted import weighted
 
 __all__ = ["MixedOp", "SearchableNet", "darts_sum", "set_memory_lean"]
 
-_FOLDED = ContextVar("voxnas_folded_mixing", default=True)
+_FOLDED = Switch("voxnas_folded_mixing")
 
 
-@contextlib.contextmanager
-def darts_sum() -> Iterator[None]:
+def darts_sum() -> contextlib.AbstractContextManager[None]:
     """Mix by the plain ``sum(w * op(x))`` on every device (the reference)."""
-    token = _FOLDED.set(False)
-    try:
-        yield
-    finally:
-        _FOLDED.reset(token)
+    return _FOLDED.off()
 
 
 def _folds(x: torch.Tensor, weights: torch.Tensor) -> bool:
     return (
-        _FOLDED.get()
+        _FOLDED.on()
         and x.device.type == "cpu"
         and weights.device.type == "cpu"
         and weights.dtype.is_floating_point

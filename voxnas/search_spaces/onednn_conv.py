@@ -26,32 +26,27 @@ On CUDA, and for other dtypes, the call is the stock one (cuDNN).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxnas.search_spaces.switches import Switch
+
 __all__ = ["Conv3d", "ConvTranspose3d", "conv_calls", "stock_convolutions"]
 
 _aten = torch.ops.aten
-_FAST_CPU = ContextVar("voxnas_fast_cpu_conv", default=True)
+_FAST_CPU = Switch("voxnas_fast_cpu_conv")
 
 
-@contextlib.contextmanager
-def stock_convolutions() -> Iterator[None]:
+def stock_convolutions() -> contextlib.AbstractContextManager[None]:
     """Run convolutions through PyTorch's stock CPU path (for benchmarks and tests)."""
-    token = _FAST_CPU.set(False)
-    try:
-        yield
-    finally:
-        _FAST_CPU.reset(token)
+    return _FAST_CPU.off()
 
 
 def _onednn_ok(x: torch.Tensor) -> bool:
     return (
-        _FAST_CPU.get()
+        _FAST_CPU.on()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not x.is_mkldnn

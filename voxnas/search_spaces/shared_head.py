@@ -20,28 +20,22 @@ turns it off (for tests and benchmarks).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from voxnas.search_spaces.layers import BatchNorm3d, Conv3d, stacked_batch_norm
+from voxnas.search_spaces.switches import Switch
 
 __all__ = ["head_groups", "separate_openings", "shared_heads"]
 
-_STACKED = ContextVar("voxnas_stacked_openings", default=True)
+_STACKED = Switch("voxnas_stacked_openings")
 
 
-@contextlib.contextmanager
-def separate_openings() -> Iterator[None]:
+def separate_openings() -> contextlib.AbstractContextManager[None]:
     """Run every candidate's opening on its own (the reference for tests and benchmarks)."""
-    token = _STACKED.set(False)
-    try:
-        yield
-    finally:
-        _STACKED.reset(token)
+    return _STACKED.off()
 
 
 def _head(op: nn.Module) -> tuple[Conv3d, BatchNorm3d] | None:
@@ -78,7 +72,7 @@ def shared_heads(
 ) -> dict[int, torch.Tensor]:
     """Candidate index -> the output of its opening, for the groups that can run as one now."""
     out: dict[int, torch.Tensor] = {}
-    if x.shape[0] != 1 or not _STACKED.get():
+    if x.shape[0] != 1 or not _STACKED.on():
         return out
     for group in groups:
         convs, bns = zip(*(_head(ops[i]) for i in group))
