@@ -24,8 +24,8 @@ import time
 from _common import spawn_at_once, step_times, write_results
 
 NETS = {  # name: (registry name, channels in, out, kwargs, input shape)
-    "V-NAS supernet, demo search (width 0.125, batch 2, 32^3)": (
-        "vnas-supernet", 1, 3, {"width": 0.125, "psp": False}, (2, 1, 32, 32, 32),
+    "V-NAS supernet, demo search (width 0.125, batch 1, 32^3)": (
+        "vnas-supernet", 1, 3, {"width": 0.125, "psp": False}, (1, 1, 32, 32, 32),
     ),
     "V-NAS supernet (width 0.125, 64^3)": (
         "vnas-supernet", 1, 3, {"width": 0.125, "psp": True}, (1, 1, 64, 64, 64),

@@ -26,11 +26,12 @@ def keep_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MiB in the heap for the next step, instead of
     handing them back to the kernel and faulting fresh zeroed pages in again. With glibc's
     defaults a V-NAS / NAS-3D-U-Net supernet training step on CPU took 5,000-25,000 page
-    faults and 13-55 ms of kernel time (medians of two runs of
-    ``benchmarks/bench_allocator.py``); with this, 77-680 and under 10 ms. The demo's search
-    step ran 9-14% faster in both runs; the 64^3 steps' times moved within the host's noise
-    (0.95-1.08x). Peak resident memory was never higher: a process holds its step's peak
-    anyway, and larger blocks are still mapped and unmapped. Returns whether it applied:
+    faults and 13-55 ms of kernel time at 64^3 and at 32^3 batch 2, ~970 and 2 ms at the
+    demo's 32^3 batch 1 (medians of three runs of ``benchmarks/bench_allocator.py``); with
+    this, 77-680 and under 10 ms. The V-NAS step at 32^3 batch 2 ran 9-14% faster in both
+    runs of it; at the demo's batch 1 and at 64^3 the steps' times moved within the host's
+    noise (0.95-1.08x). Peak resident memory was never higher: a process holds its step's
+    peak anyway, and larger blocks are still mapped and unmapped. Returns whether it applied:
     only where the C library is glibc (not musl, macOS or Windows); once per process."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
