@@ -3,12 +3,15 @@ CPU peak of the trainables' own step (allocator events) for the demo config and 
 public-code-sized NAS-3D-U-Net (integration); a GPU test checks it against
 ``torch.cuda.max_memory_allocated``."""
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 from tests.tiny import ROOT
 from voxnas.config import load_config
+from voxnas.search_spaces.edge_stack import separate_edges
 from voxnas.search_spaces.memory import state_bytes, step_memory
 from voxnas.search_spaces.memory_trace import LiveBytes, allocator_peak
 from voxnas.trainables.footprint import make_optimizers, step_bytes, step_kind
@@ -25,12 +28,20 @@ PUBLIC_NAS3D = [
     "patch.train=[16,16,16]",
     "patch.test=[16,16,16]",
 ]
-# the model's figure against the real CPU peak (benchmarks/bench_memory_model.py records them)
+# the model's figure against the real CPU peak (benchmarks/bench_memory_model.py records them),
+# within 5%. The model replays the step GPUs run; on CPU, NAS-3D-U-Net's same-kind candidates
+# on the edges that read one state run as one convolution (search_spaces/edge_stack.py), whose
+# batched backward holds larger temporaries: +11% at this 16^3 patch, +2% at the public code's
+# 64^3 (bench_memory_model). The model is checked against the step it replays (edges
+# separate) at 5%, and against the CPU's own step at the issue's 15%.
 CPU_CASES = [
-    (DEMO, [], "vnas-supernet", "search"),
-    (DEMO, [], "3D/3D", "retrain"),
-    (ROOT / "configs" / "nas3dunet_brats.yaml", PUBLIC_NAS3D, "nas3dunet-supernet", "search"),
-]
+    (DEMO, [], "vnas-supernet", "search", False, 0.05),
+    (DEMO, [], "3D/3D", "retrain", False, 0.05),
+    (ROOT / "configs" / "nas3dunet_brats.yaml", PUBLIC_NAS3D, "nas3dunet-supernet", "search",
+     True, 0.05),
+    (ROOT / "configs" / "nas3dunet_brats.yaml", PUBLIC_NAS3D, "nas3dunet-supernet", "search",
+     False, 0.15),
+]  # fmt: skip
 
 
 def _measure(cfg, arch, kind, device="cpu", precision="fp32") -> int:
@@ -40,14 +51,15 @@ def _measure(cfg, arch, kind, device="cpu", precision="fp32") -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("config", "overrides", "arch", "kind"), CPU_CASES)
-def test_model_matches_cpu_peak(config, overrides, arch, kind):
+@pytest.mark.parametrize(("config", "overrides", "arch", "kind", "separate", "within"), CPU_CASES)
+def test_model_matches_cpu_peak(config, overrides, arch, kind, separate, within):
     torch.set_num_threads(1)
     cfg = load_config(config, overrides)
     patch = cfg.patch.search if kind == "search" else cfg.patch.train
     modelled = step_bytes(cfg, arch, patch, kind, foreach=False)  # the CPU's optimiser loop
-    real = _measure(cfg, arch, kind)
-    assert abs(modelled - real) <= 0.05 * real, (modelled, real)
+    with separate_edges() if separate else contextlib.nullcontext():
+        real = _measure(cfg, arch, kind)
+    assert abs(modelled - real) <= within * real, (modelled, real)
 
 
 class _Net(nn.Module):

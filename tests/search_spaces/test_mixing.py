@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 
+from voxnas.search_spaces.edge_stack import separate_edges
 from voxnas.search_spaces.mixed import MixedOp, darts_sum, set_memory_lean
 from voxnas.search_spaces.ops import (
     NAS3D_DOWN_OPS,
@@ -148,5 +149,13 @@ def test_cpu_supernet_takes_the_folded_path(monkeypatch):
     with darts_sum():
         model(x)
     assert not calls
-    model(x)
-    assert len(calls) == sum(len(m.ops) for m in model.modules() if isinstance(m, MixedOp))
+    candidates = sum(len(m.ops) for m in model.modules() if isinstance(m, MixedOp))
+    with separate_edges():
+        model(x)
+    assert len(calls) == candidates
+    calls.clear()
+    model(x)  # candidates stacked across edges (test_edge_stack) are weighted there
+    stacked = sum(
+        len(g) for m in model.modules() if hasattr(m, "stacks") for s in m.stacks for g in s
+    )
+    assert stacked > 0 and len(calls) == candidates - stacked

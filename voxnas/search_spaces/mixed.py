@@ -9,7 +9,9 @@ On CPU (float weights >= 0, as softmax rows are) each candidate's weight is fold
 last norm or scaling layer (:mod:`voxnas.search_spaces.weighted`) and the weighted outputs are
 summed into one buffer, instead of a multiplication pass per candidate and a new tensor per
 addition, and candidates that open with the same conv + BatchNorm + ReLU run that opening as
-one call (:mod:`voxnas.search_spaces.shared_head`); :func:`darts_sum` restores the plain
+one call (:mod:`voxnas.search_spaces.shared_head`), and a network whose MixedOps read one input
+can run their same-kind candidates as one convolution (:func:`stack_edges`,
+:mod:`voxnas.search_spaces.edge_stack`); :func:`darts_sum` restores the plain
 DARTS sum (the reference, for tests and benchmarks), which other devices run.
 
 The architecture weights are not stored here: the network owns its alphas as
@@ -24,12 +26,13 @@ import contextlib
 import torch
 from torch import nn
 
+from voxnas.search_spaces.edge_stack import edge_groups, stacked_edges, stacking
 from voxnas.search_spaces.recompute import checkpointed
 from voxnas.search_spaces.shared_head import head_groups, shared_heads
 from voxnas.search_spaces.switches import Switch
 from voxnas.search_spaces.weighted import weighted
 
-__all__ = ["MixedOp", "SearchableNet", "darts_sum", "set_memory_lean"]
+__all__ = ["MixedOp", "SearchableNet", "darts_sum", "edge_groups", "set_memory_lean", "stack_edges"]
 
 _FOLDED = Switch("voxnas_folded_mixing")
 
@@ -72,20 +75,35 @@ class MixedOp(nn.Module):
         self.memory_lean = False
         self.head_groups = head_groups(self.ops)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        given: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``sum(w * op(x))``; ``given`` maps candidate indices to their ``w * op(x)``
+        computed elsewhere (:func:`stack_edges`)."""
         if len(self.ops) == 1:  # a fixed network's chosen op: no mixing, no alpha
             return self.ops[0](x)
         if self.memory_lean and torch.is_grad_enabled():
             return checkpointed(self, self.mix, x, weights)
-        return self.mix(x, weights)
+        return self.mix(x, weights, given)
 
-    def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def mix(
+        self, x: torch.Tensor, weights: torch.Tensor, given: dict[int, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         if not _folds(x, weights):
             return sum(w * op(x) for w, op in zip(weights, self.ops))
         total = None
+        given = given or {}
         heads = shared_heads(self.ops, self.head_groups, x) if self.head_groups else {}
         for i, (w, op) in enumerate(zip(weights, self.ops)):
-            y = weighted(op, heads[i], w, 1) if i in heads else weighted(op, x, w)
+            if i in given:
+                y = given[i]
+            elif i in heads:
+                y = weighted(op, heads[i], w, 1)
+            else:
+                y = weighted(op, x, w)
             if i == 0:
                 total = y
             elif i == 1:
@@ -93,6 +111,23 @@ class MixedOp(nn.Module):
             else:  # total is this loop's own sum: nothing saved it for backward
                 total.add_(y)
         return total
+
+
+def stack_edges(
+    mixed: list[MixedOp], groups, x: torch.Tensor, weights: list[torch.Tensor]
+) -> list[dict[int, torch.Tensor]]:
+    """For MixedOps that all read ``x`` (with softmax rows ``weights``): per MixedOp, the
+    ``given`` outputs of its candidates that :mod:`voxnas.search_spaces.edge_stack` runs as one
+    convolution with other MixedOps' (``groups`` from :func:`edge_groups` over their ops).
+    Empty where the folded mixing does not run or a MixedOp recomputes (memory-lean)."""
+    out: list[dict[int, torch.Tensor]] = [{} for _ in mixed]
+    if not groups or not stacking():
+        return out
+    if any(m.memory_lean for m in mixed) or not all(_folds(x, w) for w in weights):
+        return out
+    for (e, i), y in stacked_edges([list(m.ops) for m in mixed], groups, x, weights).items():
+        out[e][i] = y
+    return out
 
 
 def set_memory_lean(model: nn.Module, on: bool = True) -> nn.Module:

@@ -6,6 +6,8 @@ Stems P0 (1x1x1, stride 1) and P1 (3x3x3, stride 2), each conv + GroupNorm, with
 ``channel_change``), ``depth + 1`` upward cells (halving), a 1x1x1 head (dropout 0.1). A cell
 takes X0 (the older, larger input) and X1, preprocesses both with ReLU -> 1x1x1 conv -> GN
 (X0 strided in downward cells), and concatenates its nodes; a node sums its hybrid modules.
+On CPU the same-kind candidates of the edges that read one state run as one convolution
+(:mod:`voxnas.search_spaces.edge_stack`).
 
 Alphas, shared by all cells of a type (DARTS): ``down_special`` (DHM rows), ``down_normal``,
 ``up_special`` (UHM rows), ``up_normal`` (NHM rows), one row per edge of that kind, in the
@@ -21,7 +23,7 @@ from torch import nn
 
 from voxnas.search_spaces.genotypes import NAS3DGenotype, alpha_probs, cell_edges
 from voxnas.search_spaces.layers import Conv3d, group_norm
-from voxnas.search_spaces.mixed import MixedOp, SearchableNet
+from voxnas.search_spaces.mixed import MixedOp, SearchableNet, edge_groups, stack_edges
 from voxnas.search_spaces.ops import NAS3D_DOWN_OPS, NAS3D_NORMAL_OPS, NAS3D_UP_OPS
 from voxnas.shape_rules import check_patch
 
@@ -67,17 +69,40 @@ class Cell(nn.Module):
             self.edges[key] = MixedOp({n: table[n](c_node) for n in names})
             self.plan.append((node, inp, special, row, key))
         self.out_channels = n_nodes * c_node
+        # per state: the edges reading it, and which of their candidates run as one conv
+        self.readers = [[entry for entry in self.plan if entry[1] == s] for s in range(n_nodes + 1)]
+        self.stacks = [
+            edge_groups([list(self.edges[e[4]].ops) for e in readers]) for readers in self.readers
+        ]
 
     def forward(self, x0, x1, w_special=None, w_normal=None):
+        def weight(special, row):
+            return None if w_special is None else (w_special if special else w_normal)[row]
+
         states = [self.pre0(x0), self.pre1(x1)]
+        given: dict[str, dict[int, torch.Tensor]] = {}
+
+        def read(s: int) -> None:  # state s exists: its edges' stacked candidates, once
+            if s < len(self.readers) and self.stacks[s] and w_special is not None:
+                readers = self.readers[s]
+                outs = stack_edges(
+                    [self.edges[e[4]] for e in readers],
+                    self.stacks[s],
+                    states[s],
+                    [weight(e[2], e[3]) for e in readers],
+                )
+                given.update((e[4], out) for e, out in zip(readers, outs))
+
+        read(0)
+        read(1)
         for node in range(self.n_nodes):
             total = None  # not 0: 0 + tensor would be a pass of its own
             for n, inp, special, row, key in self.plan:
                 if n == node:
-                    w = None if w_special is None else (w_special if special else w_normal)[row]
-                    out = self.edges[key](states[inp], w)
+                    out = self.edges[key](states[inp], weight(special, row), given.pop(key, None))
                     total = out if total is None else total + out
             states.append(total)
+            read(len(states) - 1)
         return torch.cat(states[2:], dim=1)
 
 

@@ -238,11 +238,27 @@ class ConvTranspose3d(nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` whose CPU float32 backward runs as oneDNN forward convs."""
 
     def forward(self, x, output_size=None):
-        if output_size is not None or not _fast_path(self, x):
+        if output_size is not None:
             return super().forward(x, output_size)
+        return self.forward_with(x, self.weight)
+
+    def forward_with(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """This convolution with another kernel of the same layout (``weight``'s out-channel
+        axis, 1, may be longer: :mod:`voxnas.search_spaces.edge_stack`)."""
+        if not _fast_path(self, x):
+            return F.conv_transpose3d(
+                x,
+                weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.groups,
+                self.dilation,
+            )
         return _OneDNNConv3d.apply(
             x.contiguous(),
-            self.weight.contiguous(),
+            weight.contiguous(),
             self.bias,
             list(self.stride),
             list(self.padding),

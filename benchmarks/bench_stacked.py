@@ -1,5 +1,7 @@
-"""V-NAS supernet step with the 2D and P3D openings stacked into one call, against each
-candidate running its own (:mod:`voxnas.search_spaces.shared_head`).
+"""Supernet steps with candidates' convolutions stacked into one call, against each running
+its own: V-NAS' 2D and P3D openings within a MixedOp (:mod:`voxnas.search_spaces.shared_head`,
+off: ``separate_openings``), NAS-3D-U-Net's same-kind candidates across the edges that read
+one state (:mod:`voxnas.search_spaces.edge_stack`, off: ``separate_edges``).
 
 A training step (forward, backward of ``mean(out^2)``, SGD) on one thread, batch 1, fp32. One
 fresh process per round (``--rounds``) and network runs ``--steps`` pairs of steps, *separate*
@@ -9,7 +11,7 @@ of a pair see the same host. Reported: the median step of each mode over all pai
 median over the pairs of stacked / separate, and in how many pairs the stacked step was the
 faster.
 
-    .venv/bin/python benchmarks/bench_shared_head.py [--rounds 4] [--steps 30]
+    .venv/bin/python benchmarks/bench_stacked.py [--rounds 4] [--steps 30]
 """
 
 from __future__ import annotations
@@ -21,33 +23,44 @@ import time
 
 from _common import spawn_at_once, write_results
 
-NETS = {  # name: (kwargs, patch, steps scale)
+NETS = {  # name: (space, in channels, kwargs, patch, steps scale, module, its switch-off)
     "V-NAS supernet, demo / planted search (width 0.125, 32^3)": (
-        {"width": 0.125, "psp": False}, (32, 32, 32), 1.0,
+        "vnas-supernet", 1, {"width": 0.125, "psp": False}, (32, 32, 32), 1.0,
+        "shared_head", "separate_openings",
     ),
     "V-NAS supernet (width 0.125, 64^3, as bench_conv_share)": (
-        {"width": 0.125, "psp": True}, (64, 64, 64), 0.4,
+        "vnas-supernet", 1, {"width": 0.125, "psp": True}, (64, 64, 64), 0.4,
+        "shared_head", "separate_openings",
+    ),
+    "NAS-3D-U-Net supernet, demo search (2 kernels, depth 3, 32^3)": (
+        "nas3dunet-supernet", 4, {"init_kernels": 2, "depth": 3, "nodes": 3}, (32, 32, 32), 0.5,
+        "edge_stack", "separate_edges",
+    ),
+    "NAS-3D-U-Net supernet (public config, 64^3, as bench_conv_share)": (
+        "nas3dunet-supernet", 4, {"init_kernels": 4, "depth": 4, "nodes": 3}, (64, 64, 64), 0.2,
+        "edge_stack", "separate_edges",
     ),
 }  # fmt: skip
 
 
 def _worker(net: str, steps: int, barrier, q) -> None:
     import contextlib
+    import importlib
 
     import torch
 
     from voxnas.search_spaces.registry import create_model
-    from voxnas.search_spaces.shared_head import separate_openings
 
     torch.set_num_threads(1)
-    kw, patch, _ = NETS[net]
+    space, c_in, kw, patch, _, module, switch = NETS[net]
+    separate = getattr(importlib.import_module(f"voxnas.search_spaces.{module}"), switch)
     torch.manual_seed(0)
-    model = create_model("vnas-supernet", 1, 3, **kw)
+    model = create_model(space, c_in, 3, **kw)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(1, 1, *patch)
+    x = torch.randn(1, c_in, *patch)
 
     def step(stacked: bool) -> float:
-        with contextlib.nullcontext() if stacked else separate_openings():
+        with contextlib.nullcontext() if stacked else separate():
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             model(x).square().mean().backward()
@@ -71,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     pairs: dict[str, list[tuple[float, float]]] = {net: [] for net in NETS}
     for r in range(args.rounds):
-        for net, (_, _, scale) in NETS.items():
+        for net, (*_, scale, _, _) in NETS.items():
             [got] = spawn_at_once(_worker, [(net, max(3, round(args.steps * scale)))])
             pairs[net] += got
             ratio = statistics.median(b / a for a, b in got)
@@ -90,9 +103,9 @@ def main() -> None:
         )
     print(
         write_results(
-            "shared_head",
+            "stacked",
             rows,
-            "V-NAS supernet training step, 2D/P3D openings stacked vs separate, batch 1, fp32, "
+            "Supernet training step, candidates' convolutions stacked vs separate, batch 1, fp32, "
             f"one thread; medians over the step pairs of {args.rounds} processes",
             extra={"rounds": args.rounds, "steps": args.steps},
         )
