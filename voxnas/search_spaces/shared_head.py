@@ -8,7 +8,7 @@ its own layer would: :func:`~voxnas.search_spaces.layers.stacked_batch_norm`) an
 backward, one input gradient instead of two and their sum. Each half then goes on through the
 rest of its own candidate. Parameters, buffers and checkpoints stay per candidate: only the
 calls are shared. It pays where a step is dominated by the number of calls rather than their
-arithmetic: ``benchmarks/bench_shared_head.py`` measured the demo's V-NAS step at 32^3 ~5%
+arithmetic: ``benchmarks/bench_stacked.py`` measured the demo's V-NAS step at 32^3 ~5%
 faster and the 64^3 step unchanged within noise.
 
 Only batch-1 inputs are stacked (a channel half of a batch-1 tensor is contiguous; of a
