@@ -28,8 +28,10 @@ from voxnas.trainables.step_probe import measured_step_peak, run_step
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [  # label, config, overrides, architecture, step
     ("V-NAS supernet 96x96x64", "vnas_nih.yaml", [], "vnas-supernet", "search"),
-    ("V-NAS supernet 96x96x64, memory-lean", "vnas_nih.yaml", ["model.memory_lean=true"],
-     "vnas-supernet", "search"),
+    ("V-NAS supernet 96x96x64, memory-lean (lean_budget 1.4)", "vnas_nih.yaml",
+     ["model.memory_lean=true"], "vnas-supernet", "search"),
+    ("V-NAS supernet 96x96x64, memory-lean (every MixedOp)", "vnas_nih.yaml",
+     ["model.memory_lean=true", "model.lean_budget=null"], "vnas-supernet", "search"),
     ("V-NAS 3D/3D 96x96x64", "vnas_nih.yaml", [], "3D/3D", "retrain"),
     ("NAS-3D-U-Net supernet 128^3", "nas3dunet_brats.yaml", ["patch.search=[128,128,128]"],
      "nas3dunet-supernet", "search"),

@@ -303,7 +303,8 @@ def cost(config: str | None, overrides: tuple[str, ...], archs: tuple[str, ...])
     2. Peak memory of one training step (weights, gradients, optimiser state,
        activations) in fp32 and bf16 autocast: the supernet's search step (weight step +
        arch step) at patch.search, fixed networks' retrain step at patch.train. Set
-       model.memory_lean=true to see the recomputing supernet.
+       model.memory_lean=true to see the recomputing supernet (model.lean_budget: how
+       many of its MixedOps recompute; the header says).
     3. Projected time of one fold's search and retrain at the config's iterations, from
        the GFLOP/s benchmarks/bench_throughput.py measured (the device is named), next to
        the paper's figure.

@@ -152,6 +152,11 @@ class ModelConfig(_Frozen):
     # recompute the supernet's candidate activations in backward (same gradients, less
     # memory, one more forward of the candidates): search_spaces/mixed.py
     memory_lean: bool = False
+    # with memory_lean: recompute only the MixedOps (those keeping the most first) needed for
+    # the modelled step to hold at most this many times the memory of the largest
+    # single-choice network's retraining step at the same patch; null: recompute them all
+    # (trainables/lean_plan.py)
+    lean_budget: float | None = Field(1.4, gt=0.0)
 
 
 class OptimConfig(_Frozen):

@@ -19,10 +19,17 @@ CASES = {
 }
 
 
-def _two_steps(name: str, lean: bool, patch=None):
+def _some(model) -> list[str]:
+    """Every other searched MixedOp: recomputed next to plain ones (``model.lean_budget``)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, MixedOp) and len(m.ops) > 1]
+    return names[::2]
+
+
+def _two_steps(name: str, lean: bool | str, patch=None):
     in_ch, default_patch, kw = CASES[name]
     torch.manual_seed(0)
-    model = set_memory_lean(create_model(name, in_ch, 3, **kw), lean)
+    model = create_model(name, in_ch, 3, **kw)
+    model = set_memory_lean(model, _some(model) if lean == "some" else lean)
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):
         model.zero_grad(set_to_none=True)
@@ -34,11 +41,12 @@ def _two_steps(name: str, lean: bool, patch=None):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("lean", [True, "some"], ids=["every", "some"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_memory_lean_same_loss_gradients_and_statistics(name):
+def test_memory_lean_same_loss_gradients_and_statistics(name, lean):
     torch.set_num_threads(1)
     loss0, g0, b0 = _two_steps(name, False)
-    loss1, g1, b1 = _two_steps(name, True)
+    loss1, g1, b1 = _two_steps(name, lean)
     torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6)
     assert g0.keys() == g1.keys() and any(n.startswith("alpha") for n in g0)
     for n in g0:
@@ -52,8 +60,13 @@ def _first_leaf(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_memory_lean_switches_only_mixed_ops_and_recomputes():
-    model = set_memory_lean(create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False))
-    mixed = [m for m in model.modules() if isinstance(m, MixedOp)]
+    model = create_model("vnas-supernet", 1, 3, width=1 / 16, psp=False)
+    some = _some(model)
+    set_memory_lean(model, some)
+    named = {n: m for n, m in model.named_modules() if isinstance(m, MixedOp)}
+    assert [n for n, m in named.items() if m.memory_lean] == some and len(some) < len(named)
+    set_memory_lean(model)
+    mixed = list(named.values())
     assert mixed and all(m.memory_lean for m in mixed)
     calls = []
     op = _first_leaf(mixed[0].ops[1])  # 3D: the folded CPU mixing calls its children
@@ -91,6 +104,6 @@ def test_memory_lean_is_a_training_switch_not_architecture():
     """Bundles and MLflow keep model_kwargs: memory_lean is not among them (an older voxnas
     would fail to load the model), but the trained network is memory-lean."""
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["model.memory_lean=true"])
-    assert "memory_lean" not in model_kwargs(cfg)
+    assert not {"memory_lean", "lean_budget"} & set(model_kwargs(cfg))
     model = build_model(cfg, "vnas-supernet", 1, 3)
     assert all(m.memory_lean for m in model.modules() if isinstance(m, MixedOp))

@@ -62,8 +62,8 @@ def gpu_fraction(
             f"{per_gpu / GIB:.1f} GiB ({usable / GIB:.1f} GiB usable, {headroom:.0%} kept "
             "free): use a smaller patch (patch.search / patch.train), "
             "a smaller network (model.width or model.init_kernels), "
-            "model.memory_lean: true (supernet search)"
-            + (", or a GPU with bf16 autocast" if bf16_helps else "")
+            "model.memory_lean: true (supernet search; a lower model.lean_budget, or null, "
+            "recomputes more)" + (", or a GPU with bf16 autocast" if bf16_helps else "")
         )
     return math.floor(10_000 / k) / 10_000
 

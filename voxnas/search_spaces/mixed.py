@@ -22,6 +22,7 @@ MixedOps (V-NAS: every layer of a dense block shares the block's beta).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -130,9 +131,11 @@ def stack_edges(
     return out
 
 
-def set_memory_lean(model: nn.Module, on: bool = True) -> nn.Module:
-    """Switch every MixedOp of ``model`` to recomputing its candidates in backward."""
-    for m in model.modules():
+def set_memory_lean(model: nn.Module, on: bool | Collection[str] = True) -> nn.Module:
+    """Switch the MixedOps of ``model`` to recomputing their candidates in backward: every
+    one (``True``), none (``False``), or those named in ``on`` (names in ``model``)."""
+    names = None if isinstance(on, bool) else set(on)
+    for name, m in model.named_modules():
         if isinstance(m, MixedOp):
-            m.memory_lean = on
+            m.memory_lean = on if names is None else name in names
     return model

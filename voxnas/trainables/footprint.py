@@ -18,6 +18,7 @@ import torch
 from voxnas.config import Config
 from voxnas.search_spaces.genotypes import derive_genotype
 from voxnas.search_spaces.memory import GIB, step_memory
+from voxnas.search_spaces.mixed import MixedOp
 from voxnas.search_spaces.nas3dunet import ALPHA_KEYS
 from voxnas.search_spaces.registry import PUBLISHED, Architecture, resolve_architecture
 from voxnas.trainables.engine import make_weight_optimizer
@@ -26,6 +27,7 @@ from voxnas.trainables.models import build_model, cost_channels, supernet_name
 from voxnas.trainables.search import make_arch_optimizer
 
 __all__ = [
+    "built_step_bytes",
     "default_fixed",
     "make_optimizers",
     "memory_table",
@@ -90,8 +92,18 @@ def step_bytes(
     """Peak bytes of one ``kind`` (search/retrain) step of ``spec`` on ``patch`` (``foreach``
     optimiser kernels as on CUDA; False for the CPU's per-tensor loop)."""
     in_ch, out_ch = cost_channels(cfg)
+    return built_step_bytes(
+        cfg, lambda: build_model(cfg, spec, in_ch, out_ch), patch, kind, precision, foreach
+    )
+
+
+def built_step_bytes(
+    cfg: Config, build, patch, kind: str, precision: str = "fp32", foreach: bool = True
+) -> int:
+    """:func:`step_bytes` of the network ``build()`` makes (on the meta device)."""
+    in_ch, _ = cost_channels(cfg)
     mem = step_memory(
-        lambda: build_model(cfg, spec, in_ch, out_ch),
+        build,
         in_ch,
         tuple(patch),
         _loss(cfg),
@@ -140,13 +152,33 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB / 10 else f"{nbytes / 2**20:.1f} MiB"
 
 
+def _lean_note(cfg: Config) -> str:
+    """``memory_lean`` and, when on, how many of the supernet's MixedOps recompute."""
+    if not cfg.model.memory_lean:
+        return "memory_lean off"
+    from voxnas.trainables.lean_plan import recomputed  # it imports this module
+
+    in_ch, out_ch = cost_channels(cfg)
+    with torch.device("meta"):
+        model = build_model(cfg, supernet_name(cfg), in_ch, out_ch)
+    mixed = [m for m in model.modules() if isinstance(m, MixedOp) and len(m.ops) > 1]
+    arch = resolve_architecture(supernet_name(cfg))
+    budget = cfg.model.lean_budget
+    if recomputed(cfg, arch, in_ch, out_ch) is None and budget is not None:
+        why = f"lean_budget {budget:g} out of reach: every MixedOp"
+    else:
+        why = f"lean_budget {budget:g}" if budget is not None else "lean_budget null"
+    lean = sum(m.memory_lean for m in mixed)
+    return f"memory_lean: {lean} of {len(mixed)} supernet MixedOps recompute ({why})"
+
+
 def memory_table(cfg: Config, archs: list[str] | None = None) -> str:
     """Markdown table: peak memory of a training step, fp32 and bf16 autocast."""
     lines = [
         "Peak memory of one training step, batch "
         f"{cfg.patch.batch_size} (weights, gradients, optimiser state, activations, the "
         "optimiser step; search = weight step + arch step; bf16 = CUDA autocast, weights "
-        f"fp32; memory_lean={cfg.model.memory_lean}; not counted: CUDA context, workspaces)",
+        f"fp32; {_lean_note(cfg)}; not counted: CUDA context, workspaces)",
         "| architecture | step | patch | fp32 | bf16 |",
         "|---|---|---|---|---|",
     ]

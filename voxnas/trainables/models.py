@@ -55,15 +55,21 @@ def build_model(
     cfg: Config, spec: str | Architecture | Any, in_channels: int, out_channels: int
 ) -> nn.Module:
     """Build ``spec`` (``searched`` genotype object, name, code, file) with the config's sizes,
-    memory-lean when ``model.memory_lean`` (supernets recompute their candidates in backward;
-    a training switch, not part of the architecture)."""
+    memory-lean when ``model.memory_lean`` (supernets recompute candidates in backward, those
+    :mod:`voxnas.trainables.lean_plan` picks for ``model.lean_budget``; a training switch,
+    not part of the architecture)."""
     arch = spec if isinstance(spec, Architecture) else resolve_architecture(spec)
     if arch.space != cfg.model.space:
         raise ValueError(
             f"architecture {arch.name!r} is {arch.space}, the config searches {cfg.model.space}"
         )
     model = create_model(arch, in_channels, out_channels, **model_kwargs(cfg))
-    return set_memory_lean(model, cfg.model.memory_lean)
+    if not cfg.model.memory_lean:
+        return model
+    from voxnas.trainables.lean_plan import recomputed  # it builds models itself
+
+    names = recomputed(cfg, arch, in_channels, out_channels)
+    return set_memory_lean(model, True if names is None else names)
 
 
 def cost_channels(cfg: Config) -> tuple[int, int]:
