@@ -92,16 +92,21 @@ def step_bytes(
     """Peak bytes of one ``kind`` (search/retrain) step of ``spec`` on ``patch`` (``foreach``
     optimiser kernels as on CUDA; False for the CPU's per-tensor loop)."""
     in_ch, out_ch = cost_channels(cfg)
-    return built_step_bytes(
-        cfg, lambda: build_model(cfg, spec, in_ch, out_ch), patch, kind, precision, foreach
-    )
+    build = lambda: build_model(cfg, spec, in_ch, out_ch)  # noqa: E731
+    return built_step_bytes(cfg, build, in_ch, patch, kind, precision, foreach)
 
 
 def built_step_bytes(
-    cfg: Config, build, patch, kind: str, precision: str = "fp32", foreach: bool = True
+    cfg: Config,
+    build,
+    in_ch: int,
+    patch,
+    kind: str,
+    precision: str = "fp32",
+    foreach: bool = True,
 ) -> int:
-    """:func:`step_bytes` of the network ``build()`` makes (on the meta device)."""
-    in_ch, _ = cost_channels(cfg)
+    """:func:`step_bytes` of the network ``build()`` makes (on the meta device) with
+    ``in_ch`` input channels."""
     mem = step_memory(
         build,
         in_ch,

@@ -25,7 +25,7 @@ from voxnas.config import Config
 from voxnas.search_spaces.mixed import set_memory_lean
 from voxnas.search_spaces.recompute_plan import mixed_op_costs, pick
 from voxnas.search_spaces.registry import Architecture, create_model, resolve_architecture
-from voxnas.trainables.footprint import built_step_bytes, default_fixed, step_bytes, step_kind
+from voxnas.trainables.footprint import built_step_bytes, default_fixed, step_kind
 from voxnas.trainables.models import model_kwargs
 
 __all__ = ["recomputed"]
@@ -55,17 +55,20 @@ def _plan(cfg_json: str, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] 
     kind = step_kind(arch)
     patch = tuple(cfg.patch.search if kind == "search" else cfg.patch.train)
     ref = default_fixed(cfg)
-    targets = [
-        cfg.model.lean_budget * step_bytes(cfg, ref, patch, "retrain", p) for p in PRECISIONS
-    ]
+    ref = ref if isinstance(ref, Architecture) else resolve_architecture(ref)
 
-    def build(names=()):
-        model = create_model(arch, in_ch, out_ch, **model_kwargs(cfg))
+    def build(names=(), spec=arch):
+        model = create_model(spec, in_ch, out_ch, **model_kwargs(cfg))
         return set_memory_lean(model, names)
+
+    def single(p: str) -> int:  # the budget's unit: the single-choice network's retraining
+        return built_step_bytes(cfg, lambda: build(spec=ref), in_ch, patch, "retrain", p)
+
+    targets = [cfg.model.lean_budget * single(p) for p in PRECISIONS]
 
     def over(names) -> list[int]:
         return [
-            built_step_bytes(cfg, lambda: build(names), patch, kind, p) - t
+            built_step_bytes(cfg, lambda: build(names), in_ch, patch, kind, p) - t
             for p, t in zip(PRECISIONS, targets)
         ]
 
