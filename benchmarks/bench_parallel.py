@@ -19,7 +19,8 @@ A one-thread conv loop in one process, then in K processes at once, measures wha
 give K single-thread jobs without data, Ray or Python between steps.
 
 ``--long-iters N`` repeats (a), (b) and (c) with N iterations per epoch: longer trials, as
-real searches are, amortise the per-stage start.
+real searches are, amortise the per-stage start. Each repeat runs its stages in the opposite
+order to the one before (the host's speed drifts); the JSON keeps every repeat's times.
 
     .venv/bin/python benchmarks/bench_parallel.py [--folds 2] [--epochs 3] [--iters 6]
         [--repeats 3] [--long-iters 30]
@@ -164,7 +165,12 @@ def _plain_parallel(cfg, folds: int) -> float:
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
-def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dict[str, float]:
+def _measure(
+    tmp: Path, folds: int, epochs: int, iters: int, fresh: bool, reverse: bool = False
+) -> dict[str, float]:
+    """One repeat's stage times. ``reverse`` runs the stages in the opposite order: the host's
+    speed drifts over minutes, and alternating the order between repeats lets the drift
+    cancel in the medians of the ratios instead of favouring whichever stage runs first."""
     from voxnas.data.prepare import prepare_data
     from voxnas.platform.orchestration import run_search_stage
     from voxnas.trainables.search import run_search_fold
@@ -172,11 +178,13 @@ def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dic
     tag = f"{epochs}x{iters}-{time.monotonic_ns()}"
     cfg = _cfg(tmp / f"plain-{tag}", folds, epochs, iters)
     prep = prepare_data(cfg, log=lambda s: None)
-    t0 = time.perf_counter()
-    for k in range(folds):
-        run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
-    out = {"plain": time.perf_counter() - t0}
-    out["plain_par"] = _plain_parallel(cfg, folds)
+    out: dict[str, float] = {}
+
+    def plain() -> float:
+        t0 = time.perf_counter()
+        for k in range(folds):
+            run_search_fold(cfg, k, data=prep.fold_data(k), log=lambda s: None)
+        return time.perf_counter() - t0
 
     def stage(name: str, *extra: str) -> float:
         """One search stage on Ray, its data prepared beforehand (as the driver does once
@@ -190,12 +198,21 @@ def _measure(tmp: Path, folds: int, epochs: int, iters: int, fresh: bool) -> dic
             out["seq_in_trials"] = sum(_trial_seconds(cfg_k))
         return wall
 
+    stages = [
+        ("plain", plain),
+        ("plain_par", lambda: _plain_parallel(cfg, folds)),
+        ("seq", lambda: stage("seq", "ray.max_concurrent_trials=1")),
+        ("par", lambda: stage("par")),
+    ]
     if fresh:
-        out["seq_fresh"] = stage(
+        fresh_stage = ("seq_fresh", lambda: stage(
             "seq-fresh", "ray.max_concurrent_trials=1", "ray.reuse_actors=false"
-        )
-    out["seq"] = stage("seq", "ray.max_concurrent_trials=1")
-    out["par"] = stage("par")
+        ))  # fmt: skip
+        stages.insert(2, fresh_stage)
+    for key, run in reversed(stages) if reverse else stages:
+        out[key] = run()
+    out["order"] = "reversed" if reverse else "forward"
+    print({k: v if isinstance(v, str) else round(v, 2) for k, v in out.items()}, flush=True)
     return out
 
 
@@ -314,11 +331,12 @@ def main() -> None:
             )
             cores = statistics.median(_cores_allow(k) for _ in range(args.repeats))
             runs = [
-                _measure(tmp, k, args.epochs, args.iters, fresh=True) for _ in range(args.repeats)
+                _measure(tmp, k, args.epochs, args.iters, fresh=True, reverse=i % 2 == 1)
+                for i in range(args.repeats)
             ]
             long_runs = [
-                _measure(tmp, k, args.epochs, args.long_iters, fresh=False)
-                for _ in range(args.repeats if args.long_iters else 0)
+                _measure(tmp, k, args.epochs, args.long_iters, fresh=False, reverse=i % 2 == 1)
+                for i in range(args.repeats if args.long_iters else 0)
             ]
         finally:
             ray.shutdown()
@@ -384,13 +402,17 @@ def main() -> None:
             "parallel",
             rows,
             f"Fold searches on Ray Tune (epochs x iterations per trial as labelled, demo "
-            f"config, 1 CPU per trial), medians of {args.repeats} runs",
+            f"config, 1 CPU per trial), medians of {args.repeats} runs, stage order "
+            "alternated between runs",
             extra={
                 "folds": k,
                 "epochs": args.epochs,
                 "iters": args.iters,
                 "long_iters": args.long_iters,
                 "repeats": args.repeats,
+                "stage_order": "alternated: forward in even repeats, reversed in odd ones",
+                "runs": runs,
+                "long_runs": long_runs,
             },
         )
     )
