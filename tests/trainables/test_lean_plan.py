@@ -96,3 +96,20 @@ def test_budget_out_of_reach_recomputes_every_mixed_op(channels):
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["model.memory_lean=true"])
     model = build_model(cfg, "vnas-supernet", *channels)
     assert _lean(model) == _mixed(model)
+
+
+@pytest.mark.integration
+def test_nas3dunet_plan_runs_inside_the_memory_model():
+    """The memory model builds networks under a meta device context: the plan (and the
+    NAS-3D-U-Net budget's uniform-alpha stand-in) must build there too."""
+    sets = ["model.init_kernels=2", "model.depth=2", "patch.search=[16,16,16]",
+            "patch.train=[16,16,16]", "patch.test=[16,16,16]"]  # fmt: skip
+    config = ROOT / "configs" / "nas3dunet_brats.yaml"
+    plain = load_config(config, sets)
+    lean = load_config(config, [*sets, "model.memory_lean=true"])
+    patch = plain.patch.search
+    assert step_bytes(lean, "nas3dunet-supernet", patch, "search") < step_bytes(
+        plain, "nas3dunet-supernet", patch, "search"
+    )
+    model = build_model(lean, "nas3dunet-supernet", *cost_channels(lean))
+    assert 0 < len(_lean(model)) <= len(_mixed(model))

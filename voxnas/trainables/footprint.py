@@ -47,7 +47,8 @@ def default_fixed(cfg: Config) -> str | Architecture:
         return "3D/3D"
     with torch.device("meta"):
         arch = build_model(cfg, supernet_name(cfg), *cost_channels(cfg)).arch_parameters()
-    g = derive_genotype("nas3dunet", {k: torch.zeros(a.shape) for k, a in zip(ALPHA_KEYS, arch)})
+    zeros = {k: torch.zeros(a.shape, device="cpu") for k, a in zip(ALPHA_KEYS, arch)}
+    g = derive_genotype("nas3dunet", zeros)  # on the CPU even under a meta device context
     return Architecture("uniform-alpha genotype", "nas3dunet", g)
 
 
