@@ -35,7 +35,9 @@ PRECISIONS = ("fp32", "bf16")  # the budget holds for both: CUDA trains in bf16 
 
 
 def _plain(cfg: Config) -> Config:
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"memory_lean": False})})
+    """``cfg`` without the memory-lean switches: what the plan's traces build with."""
+    model = cfg.model.model_copy(update={"memory_lean": False, "lean_budget": None})
+    return cfg.model_copy(update={"model": model})
 
 
 def recomputed(
@@ -50,34 +52,26 @@ def recomputed(
 
 @functools.lru_cache(maxsize=16)
 def _plan(cfg_json: str, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] | None:
-    cfg = _plain(Config.model_validate_json(cfg_json))
-    arch = resolve_architecture(name)
-    kind = step_kind(arch)
+    cfg = Config.model_validate_json(cfg_json)
+    budget, plain = cfg.model.lean_budget, _plain(cfg).model_dump_json()
+    kind = step_kind(resolve_architecture(name))
     patch = tuple(cfg.patch.search if kind == "search" else cfg.patch.train)
-    ref = default_fixed(cfg)
-    ref = ref if isinstance(ref, Architecture) else resolve_architecture(ref)
-
-    def build(names=(), spec=arch):
-        model = create_model(spec, in_ch, out_ch, **model_kwargs(cfg))
-        return set_memory_lean(model, names)
-
-    def single(p: str) -> int:  # the budget's unit: the single-choice network's retraining
-        return built_step_bytes(cfg, lambda: build(spec=ref), in_ch, patch, "retrain", p)
-
-    targets = [cfg.model.lean_budget * single(p) for p in PRECISIONS]
+    targets = [budget * _bytes(plain, None, (), in_ch, out_ch, patch, p) for p in PRECISIONS]
 
     def over(names) -> list[int]:
         return [
-            built_step_bytes(cfg, lambda: build(names), in_ch, patch, kind, p) - t
+            _bytes(plain, name, tuple(names), in_ch, out_ch, patch, p) - t
             for p, t in zip(PRECISIONS, targets)
         ]
 
     free = over(())
     if max(free) <= 0:
         return ()
+    cfg = _plain(cfg)
     with torch.device("meta"):
         x = torch.zeros(cfg.patch.batch_size, in_ch, *patch)
-        costs = mixed_op_costs(build(), x, PRECISIONS)
+        model = create_model(resolve_architecture(name), in_ch, out_ch, **model_kwargs(cfg))
+        costs = mixed_op_costs(model, x, PRECISIONS)
     for _ in range(_ROUNDS):
         names = pick(costs, tuple(free))
         if len(names) == len(costs):
@@ -88,3 +82,32 @@ def _plan(cfg_json: str, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] 
         freed = [sum(c.kept[i] for c in costs if c.name in names) for i in range(len(free))]
         free = [f + max(o, 0) for f, o in zip(freed, left)]
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _bytes(
+    plain_json: str,
+    name: str | None,
+    names: tuple[str, ...],
+    in_ch: int,
+    out_ch: int,
+    patch: tuple[int, ...],
+    precision: str,
+) -> int:
+    """Modelled bytes of a step of ``name`` on ``patch`` with the MixedOps ``names``
+    recomputing; ``name=None``: the budget's unit, the single-choice network's retraining
+    step. Cached: plans for other budgets share these traces."""
+    cfg = Config.model_validate_json(plain_json)
+    if name is None:
+        ref = default_fixed(cfg)
+        spec = ref if isinstance(ref, Architecture) else resolve_architecture(ref)
+        kind = "retrain"
+    else:
+        spec = resolve_architecture(name)
+        kind = step_kind(spec)
+
+    def build():
+        model = create_model(spec, in_ch, out_ch, **model_kwargs(cfg))
+        return set_memory_lean(model, names)
+
+    return built_step_bytes(cfg, build, in_ch, patch, kind, precision)
