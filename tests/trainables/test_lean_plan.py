@@ -88,13 +88,12 @@ def test_budget_recomputes_the_fewest_within_it_and_holds_on_the_cpu():
     assert real <= 1.45 * single, (real, single)
 
 
-@pytest.mark.parametrize("channels", [(1, 3), (2, 2)])
-def test_budget_out_of_reach_recomputes_every_mixed_op(channels):
+def test_budget_out_of_reach_recomputes_every_mixed_op():
     """demo.yaml: even every MixedOp recomputed holds 1.6x the all-3D network's step. The
     plan traces the channels the network is built with (two MR sequences, a binary task),
-    not ``voxnas cost``'s."""
+    not ``voxnas cost``'s (1 in, 3 out: the test below)."""
     cfg = load_config(ROOT / "configs" / "demo.yaml", ["model.memory_lean=true"])
-    model = build_model(cfg, "vnas-supernet", *channels)
+    model = build_model(cfg, "vnas-supernet", 2, 2)
     assert _lean(model) == _mixed(model)
 
 
@@ -113,3 +112,23 @@ def test_nas3dunet_plan_runs_inside_the_memory_model():
     )
     model = build_model(lean, "nas3dunet-supernet", *cost_channels(lean))
     assert 0 < len(_lean(model)) <= len(_mixed(model))
+
+
+def test_voxnas_cost_prints_the_lean_memory_and_how_many_recompute():
+    from click.testing import CliRunner
+
+    from voxnas.cli import main
+
+    demo = ROOT / "configs" / "demo.yaml"
+    args = ["cost", str(demo), "--arch", "vnas-supernet", "--set", "model.memory_lean=true"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "memory_lean: 26 of 26 supernet MixedOps recompute (lean_budget 1.4 out of reach" in out
+    cfg = load_config(demo, ["model.memory_lean=true"])
+    mib = step_bytes(cfg, "vnas-supernet", cfg.patch.search, "search") / 2**20
+    size = "x".join(map(str, cfg.patch.search))
+    assert f"| vnas-supernet | search | {size} | {mib:.1f} MiB |" in out, out
+    assert "Projected time of one fold" in out
+    model = build_model(cfg, "vnas-supernet", *cost_channels(cfg))
+    assert _lean(model) == _mixed(model)
