@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from voxnas.search_spaces.memory_trace import Bf16Autocast, LiveBytes
 from voxnas.search_spaces.mixed import MixedOp
 
-__all__ = ["MixedOpCost", "mixed_op_costs", "pick"]
+__all__ = ["MixedOpCost", "mixed_op_costs", "pick", "searched_mixed_ops"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,13 @@ class MixedOpCost:
     flops: int
 
 
-def _searched(model: nn.Module) -> dict[str, MixedOp]:
+def searched_mixed_ops(model: nn.Module) -> dict[str, MixedOp]:
+    """The MixedOps with more than one candidate (a fixed network's have one), by name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, MixedOp) and len(m.ops) > 1}
 
 
 def _kept(model: nn.Module, x: torch.Tensor, autocast, counter) -> dict[str, int]:
-    mixed = _searched(model)
+    mixed = searched_mixed_ops(model)
     before: dict[str, int] = {}
     kept: dict[str, int] = {}
     tracer = LiveBytes([*model.parameters(), *model.buffers(), x])
@@ -80,7 +81,7 @@ def mixed_op_costs(
     it, less its output (what its candidates keep for backward), and its forward FLOPs.
     ``model`` and ``x`` on the ``meta`` device; the model's ``memory_lean`` flags are ignored
     (the forward keeps every activation) and put back."""
-    mixed = _searched(model)
+    mixed = searched_mixed_ops(model)
     lean = {n: m.memory_lean for n, m in mixed.items()}
     counter = FlopCounterMode(display=False)
     try:

@@ -18,8 +18,8 @@ import torch
 from voxnas.config import Config
 from voxnas.search_spaces.genotypes import derive_genotype
 from voxnas.search_spaces.memory import GIB, step_memory
-from voxnas.search_spaces.mixed import MixedOp
 from voxnas.search_spaces.nas3dunet import ALPHA_KEYS
+from voxnas.search_spaces.recompute_plan import searched_mixed_ops
 from voxnas.search_spaces.registry import PUBLISHED, Architecture, resolve_architecture
 from voxnas.trainables.engine import make_weight_optimizer
 from voxnas.trainables.losses import make_loss
@@ -167,7 +167,7 @@ def _lean_note(cfg: Config) -> str:
     in_ch, out_ch = cost_channels(cfg)
     with torch.device("meta"):
         model = build_model(cfg, supernet_name(cfg), in_ch, out_ch)
-    mixed = [m for m in model.modules() if isinstance(m, MixedOp) and len(m.ops) > 1]
+    mixed = searched_mixed_ops(model).values()
     arch = resolve_architecture(supernet_name(cfg))
     budget = cfg.model.lean_budget
     if recomputed(cfg, arch, in_ch, out_ch) is None and budget is not None:
