@@ -87,3 +87,59 @@ def test_strided_dilated_conv_input_gradient_on_the_lattice():
     """d_dil_conv (stride 2, dilation 2, odd input size): its input gradient is the lattice
     transposed convolution, with the output padding the odd size needs."""
     _compare(lambda: Conv3d(4, 4, 3, stride=2, padding=2, dilation=2, bias=False), (1, 4, 9, 8, 7))
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,dilation,out_pad,bias,batch",
+    [
+        (3, 2, 1, 1, 1, False, 1),  # NAS-3D-U-Net's u_conv
+        (3, 2, 1, 1, 0, True, 2),
+        (4, 2, 1, 1, 0, False, 1),
+        (2, 2, 0, 1, 0, True, 1),
+        (3, (2, 2, 1), (1, 1, 1), 1, (1, 1, 0), False, 1),  # in-plane only
+        (3, 2, 1, 3, 1, False, 1),  # dilation 3, not a multiple of the stride
+        (5, 3, 2, 1, 2, True, 1),
+        (1, 2, 0, 1, 1, False, 1),  # taps reach only one residue class: the rest is zero
+    ],
+    ids=str,
+)
+def test_polyphase_transposed_matches_stock(
+    monkeypatch, kernel, stride, padding, dilation, out_pad, bias, batch
+):
+    """Every size takes the polyphase path here (threshold 0), forward and as the input
+    gradient of the strided conv with the same geometry."""
+    from voxnas.search_spaces import onednn_conv
+
+    calls = []
+    polyphase = onednn_conv._conv_transpose_polyphase
+    monkeypatch.setattr(onednn_conv, "POLYPHASE_MIN_COLUMN_BYTES", 0)
+    monkeypatch.setattr(
+        onednn_conv, "_conv_transpose_polyphase", lambda *a: calls.append(1) or polyphase(*a)
+    )
+    _compare(
+        lambda: ConvTranspose3d(
+            3, 5, kernel, stride, padding, out_pad, bias=bias, dilation=dilation
+        ),
+        (batch, 3, 5, 4, 6),
+    )
+    assert calls  # the forward ran the polyphase path
+    calls.clear()
+    _compare(
+        lambda: Conv3d(3, 5, kernel, stride, padding, dilation, bias=bias), (batch, 3, 11, 9, 12)
+    )
+    assert calls  # so did the strided conv's input gradient
+
+
+def test_polyphase_threshold_keeps_small_transposed_convs_on_the_stock_kernel(monkeypatch):
+    from voxnas.search_spaces import onednn_conv
+
+    calls = []
+    polyphase = onednn_conv._conv_transpose_polyphase
+    monkeypatch.setattr(
+        onednn_conv, "_conv_transpose_polyphase", lambda *a: calls.append(1) or polyphase(*a)
+    )
+    with torch.no_grad():
+        ConvTranspose3d(4, 4, 3, 2, 1, 1, bias=False)(torch.randn(1, 4, 4, 4, 4))  # 27 KiB
+        assert not calls
+        ConvTranspose3d(4, 12, 3, 2, 1, 1, bias=False)(torch.randn(1, 4, 32, 32, 32))  # 40 MiB
+        assert calls
