@@ -143,3 +143,16 @@ def test_polyphase_threshold_keeps_small_transposed_convs_on_the_stock_kernel(mo
         assert not calls
         ConvTranspose3d(4, 12, 3, 2, 1, 1, bias=False)(torch.randn(1, 4, 32, 32, 32))  # 40 MiB
         assert calls
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_polyphase_with_groups_matches_stock(groups):
+    """The polyphase function itself handles groups (voxnas calls it for groups 1 only)."""
+    from voxnas.search_spaces.onednn_conv import _conv_transpose_polyphase
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(1, 8, 5, 6, 4), torch.randn(8, 3, 3, 3, 3), torch.randn(3 * groups)
+    args = ([2, 2, 2], [1, 1, 1], [1, 0, 1], [1, 1, 1])
+    want = torch.nn.functional.conv_transpose3d(x, w, b, args[0], args[1], args[2], groups)
+    got = _conv_transpose_polyphase(x, w, b, *args, groups)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

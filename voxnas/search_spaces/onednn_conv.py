@@ -116,15 +116,17 @@ def _residue_taps(r: int, s: int, p: int, d: int, k: int, n_in: int, n_out: int)
     return taps, offsets[0], e, count, pad
 
 
-def _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation):
-    """``F.conv_transpose3d`` (groups 1) as one stride-1 oneDNN conv per residue class of the
-    output (see the module docstring)."""
+def _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation, groups):
+    """``F.conv_transpose3d`` as one stride-1 oneDNN conv per residue class of the output (see
+    the module docstring; voxnas takes it for groups 1 only, ``bench_transposed.py``)."""
     kernel = weight.shape[2:]
     size = [
         (i - 1) * s - 2 * p + d * (k - 1) + op + 1
         for i, s, p, d, k, op in zip(x.shape[2:], stride, padding, dilation, kernel, out_pad)
     ]
-    w = weight.transpose(0, 1)  # (C_out, C_in, k...): a forward conv's layout
+    c_in, c_out_g = weight.shape[:2]  # a forward conv's layout: (C_out, C_in / groups, k...)
+    w = weight.view(groups, c_in // groups, c_out_g, *kernel).transpose(1, 2)
+    w = w.reshape(groups * c_out_g, c_in // groups, *kernel)
     y = x.new_empty(x.shape[0], w.shape[0], *size)
     axes = [
         [_residue_taps(r, s, p, d, k, n, o) for r in range(s)]
@@ -142,7 +144,7 @@ def _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilatio
                     continue
                 sub = w[:, :, ax[0]][:, :, :, ay[0]][..., az[0]].contiguous()
                 out = _aten.mkldnn_convolution(
-                    x, sub, bias, [ax[4], ay[4], az[4]], [1, 1, 1], [ax[2], ay[2], az[2]], 1
+                    x, sub, bias, [ax[4], ay[4], az[4]], [1, 1, 1], [ax[2], ay[2], az[2]], groups
                 )
                 lo = [a[4] + a[1] for a in (ax, ay, az)]
                 dst.copy_(
@@ -165,7 +167,7 @@ def _conv_transpose(x, weight, bias, stride, padding, out_pad, groups, dilation)
             and any(s > 1 for s in stride)
             and column_bytes >= POLYPHASE_MIN_COLUMN_BYTES
         ):
-            return _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation)
+            return _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation, 1)
         return F.conv_transpose3d(x, weight, bias, stride, padding, out_pad, groups, dilation)
     # y[s*m] = sum_k x[m + p/s - (d/s) k] w[k]: a correlation with the flipped kernel,
     # dilation d/s, padding (d/s)(k-1) - p/s, output the lattice's extent
