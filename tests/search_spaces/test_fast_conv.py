@@ -27,6 +27,19 @@ CASES = [  # (c_in, c_out, kernel, stride, padding, dilation, groups, bias, batc
 ]
 
 
+@pytest.fixture(params=["default", "swapped"])
+def weight_grad_path(request, monkeypatch):
+    """Each comparison twice: with voxnas' size thresholds, and with the swapped weight
+    gradient forced at any size (the tests' volumes are small: by default most strided
+    convs here take PyTorch's weight gradient)."""
+    if request.param == "swapped":
+        from voxnas.search_spaces import onednn_conv
+
+        monkeypatch.setattr(onednn_conv, "SWAPPED_MIN_VOXELS", 0)
+        monkeypatch.setattr(onednn_conv, "SWAPPED_MIN_VOXELS_STRIDED", 0)
+    return request.param
+
+
 def _compare(make, shape):
     torch.manual_seed(0)
     ref = make()
@@ -54,7 +67,7 @@ def _compare(make, shape):
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_conv_matches_stock(case):
+def test_conv_matches_stock(case, weight_grad_path):
     ci, co, k, s, p, d, g, b, n = case
     _compare(
         lambda: Conv3d(ci, co, k, stride=s, padding=p, dilation=d, groups=g, bias=b),
@@ -74,7 +87,7 @@ def test_conv_matches_stock(case):
         (1, 1, True, 2),
     ],
 )
-def test_transposed_matches_stock(dil, groups, bias, batch):
+def test_transposed_matches_stock(dil, groups, bias, batch, weight_grad_path):
     _compare(
         lambda: ConvTranspose3d(
             4, 4, 3, stride=2, padding=dil, dilation=dil, output_padding=1, groups=groups, bias=bias
@@ -83,7 +96,7 @@ def test_transposed_matches_stock(dil, groups, bias, batch):
     )
 
 
-def test_strided_dilated_conv_input_gradient_on_the_lattice():
+def test_strided_dilated_conv_input_gradient_on_the_lattice(weight_grad_path):
     """d_dil_conv (stride 2, dilation 2, odd input size): its input gradient is the lattice
     transposed convolution, with the output padding the odd size needs."""
     _compare(lambda: Conv3d(4, 4, 3, stride=2, padding=2, dilation=2, bias=False), (1, 4, 9, 8, 7))
@@ -104,7 +117,7 @@ def test_strided_dilated_conv_input_gradient_on_the_lattice():
     ids=str,
 )
 def test_polyphase_transposed_matches_stock(
-    monkeypatch, kernel, stride, padding, dilation, out_pad, bias, batch
+    monkeypatch, kernel, stride, padding, dilation, out_pad, bias, batch, weight_grad_path
 ):
     """Every size takes the polyphase path here (threshold 0), forward and as the input
     gradient of the strided conv with the same geometry."""
@@ -156,3 +169,24 @@ def test_polyphase_with_groups_matches_stock(groups):
     want = torch.nn.functional.conv_transpose3d(x, w, b, args[0], args[1], args[2], groups)
     got = _conv_transpose_polyphase(x, w, b, *args, groups)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradient_path_follows_the_voxel_thresholds(monkeypatch):
+    """Few voxels: PyTorch's weight gradient; enough: the swapped convolution."""
+    from voxnas.search_spaces import onednn_conv
+
+    calls = []
+    swapped = onednn_conv._grad_weight_swapped
+    monkeypatch.setattr(
+        onednn_conv, "_grad_weight_swapped", lambda *a: calls.append(1) or swapped(*a)
+    )
+
+    def weight_grad(stride, size):
+        conv = Conv3d(4, 4, 3, stride=stride, padding=1, bias=False)
+        conv(torch.randn(1, 4, size, size, size)).sum().backward()
+        n = len(calls)
+        calls.clear()
+        return n
+
+    assert weight_grad(1, 4) == 0 and weight_grad(1, 5) == 1  # 64 vs 125 voxels
+    assert weight_grad(2, 16) == 0 and weight_grad(2, 17) == 1  # 4096 vs 4913 voxels

@@ -9,7 +9,9 @@ backward is slow at 4-8 channels. Here, on CPU:
 - a stride-1 convolution runs forward, input gradient and weight gradient as oneDNN
   *forward* convolutions: the input gradient is the convolution of the output gradient with
   the flipped, transposed kernel; the weight gradient is the convolution of the input (batch
-  and channel axes swapped) with the output gradient as kernel;
+  and channel axes swapped) with the output gradient as kernel ("swapped"; at a few voxels and
+  many channels, below :data:`SWAPPED_MIN_VOXELS` / :data:`SWAPPED_MIN_VOXELS_STRIDED`,
+  PyTorch's own weight gradient is faster and runs instead);
 - a strided convolution's input gradient is the transposed convolution; a transposed
   convolution's input gradient is the strided oneDNN convolution with the same kernel, and its
   weight gradient the swapped convolution above (stride and dilation exchanged);
@@ -43,6 +45,8 @@ from voxnas.search_spaces.switches import Switch
 
 __all__ = [
     "POLYPHASE_MIN_COLUMN_BYTES",
+    "SWAPPED_MIN_VOXELS",
+    "SWAPPED_MIN_VOXELS_STRIDED",
     "Conv3d",
     "ConvTranspose3d",
     "conv_calls",
@@ -89,9 +93,24 @@ def _grad_weight_swapped(inp, go, padding, stride, dilation, groups, kernel):
     return out.transpose(0, 1)[..., : kernel[0], : kernel[1], : kernel[2]].contiguous()
 
 
-def _swapped_ok(x: torch.Tensor, weight: torch.Tensor, groups: int) -> bool:
-    depthwise = groups > 1 and groups == x.shape[1] and weight.shape[1] == 1
-    return groups == 1 or (depthwise and x.shape[0] == 1)
+# Below these voxel counts (of the larger of a conv's input and output) a groups-1 weight
+# gradient runs PyTorch's own backward: the swapped convolution's "kernel" is then tiny and its
+# channels many, and for a strided conv its output overshoots the kernel and is sliced; at
+# 2^3 with 384 -> 64 channels it took 17 ms against 0.2 ms (bench_conv_paths.py)
+SWAPPED_MIN_VOXELS = 4**3 + 1  # stride 1
+SWAPPED_MIN_VOXELS_STRIDED = 16**3 + 1
+
+
+def _swapped_ok(x: torch.Tensor, weight: torch.Tensor, groups: int, stride) -> bool:
+    """Whether the weight gradient runs as the swapped convolution; ``x`` is the larger of
+    the conv's input and output (the input of a conv, the output of a transposed conv). The
+    thresholds are read at call time: tests set them to 0 to run the swapped path at any
+    size."""
+    if groups == 1:
+        least = SWAPPED_MIN_VOXELS_STRIDED if any(s > 1 for s in stride) else SWAPPED_MIN_VOXELS
+        return x[0, 0].numel() >= least
+    depthwise = groups == x.shape[1] and weight.shape[1] == 1
+    return depthwise and x.shape[0] == 1
 
 
 # slow_conv_transpose3d's column buffer (C_out x kernel taps x input voxels, float32) from which
@@ -118,7 +137,7 @@ def _residue_taps(r: int, s: int, p: int, d: int, k: int, n_in: int, n_out: int)
 
 def _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation, groups):
     """``F.conv_transpose3d`` as one stride-1 oneDNN conv per residue class of the output (see
-    the module docstring; voxnas takes it for groups 1 only, ``bench_transposed.py``)."""
+    the module docstring; voxnas takes it for groups 1 only, ``bench_conv_paths.py``)."""
     kernel = weight.shape[2:]
     size = [
         (i - 1) * s - 2 * p + d * (k - 1) + op + 1
@@ -230,7 +249,7 @@ class _OneDNNConv3d(torch.autograd.Function):
                     grad_out, weight, None, padding, stride, dilation, groups
                 )
             if ctx.needs_input_grad[1]:
-                if _swapped_ok(grad_out, weight, groups):
+                if _swapped_ok(grad_out, weight, groups, stride):
                     gw = _grad_weight_swapped(
                         grad_out, x, padding, stride, dilation, groups, kernel
                     )
@@ -252,7 +271,7 @@ class _OneDNNConv3d(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gi = _conv_input_grad(grad_out, weight, x.shape, stride, padding, dilation, groups)
         if ctx.needs_input_grad[1]:
-            if _swapped_ok(x, weight, groups):
+            if _swapped_ok(x, weight, groups, stride):
                 gw = _grad_weight_swapped(x, grad_out, padding, stride, dilation, groups, kernel)
             else:
                 gw = _aten.convolution_backward(

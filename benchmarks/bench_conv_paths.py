@@ -1,0 +1,255 @@
+"""The size rules of voxnas' CPU convolution paths (``voxnas/search_spaces/onednn_conv.py``),
+measured: each path against PyTorch's own kernel, shape by shape, and whole supernet steps with
+the rules against without them. Batch 1, fp32, one thread.
+
+1. *transposed*: strided transposed conv forward (kernel 3, stride 2, padding 1, output
+   padding 1): PyTorch's ``F.conv_transpose3d`` (``slow_conv_transpose3d`` for groups 1: a
+   GEMM into a column buffer of ``C_out x taps x input voxels`` and a col2im over it; oneDNN
+   inline for grouped ones) against ``_conv_transpose_polyphase`` (one stride-1 oneDNN conv
+   per residue class of the output); voxnas takes the polyphase path for groups 1 from
+   ``POLYPHASE_MIN_COLUMN_BYTES``. Shapes: NAS-3D-U-Net's ``u_conv`` stacked over an up
+   cell's three edges (C_out 3x) at the public code's 64^3 and at paper-scale sizes, small
+   and wide ones on both sides of the threshold, depthwise ones.
+2. *weight gradient*: of a kernel-3 conv (stride 1 or 2) or transposed conv, PyTorch's
+   ``convolution_backward`` against the swapped oneDNN convolution
+   (``_grad_weight_swapped``); voxnas takes the swapped one from ``SWAPPED_MIN_VOXELS`` /
+   ``SWAPPED_MIN_VOXELS_STRIDED`` voxels (of the larger of input and output).
+3. *supernet step*: forward + backward of ``mean(out^2)``, voxnas' rules against the paths
+   before them (polyphase off, swapped weight gradients at every size), alternating step by
+   step in one process; median of the per-pair ratios.
+
+Calls and steps alternate between the two sides so the host's drift cancels.
+
+    .venv/bin/python benchmarks/bench_conv_paths.py [--repeats 9] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _common import write_results
+
+from voxnas.search_spaces import onednn_conv
+
+_aten = torch.ops.aten
+
+TRANSPOSED = [  # (C_in, C_out, input size, groups)
+    (4, 12, (16, 16, 16), 1),
+    (8, 8, (16, 16, 16), 1),
+    (16, 48, (16, 16, 16), 1),
+    (48, 8, (16, 16, 16), 1),
+    (32, 96, (8, 8, 8), 1),
+    (384, 64, (2, 2, 2), 1),
+    (4, 4, (32, 32, 32), 1),
+    (4, 12, (32, 32, 32), 1),
+    (8, 24, (32, 32, 32), 1),
+    (16, 16, (32, 32, 32), 1),
+    (4, 12, (64, 64, 32), 1),
+    (2, 6, (64, 64, 64), 1),
+    (4, 4, (32, 32, 32), 4),
+    (8, 8, (16, 16, 16), 8),
+]
+
+WEIGHT_GRADS = [  # (kind, C_in, C_out, input size): conv stride 1 / 2, transposed stride 2
+    ("conv s1", 64, 64, 2),
+    ("conv s1", 128, 128, 2),
+    ("conv s1", 32, 32, 4),
+    ("conv s1", 16, 16, 8),
+    ("conv s1", 64, 64, 8),
+    ("conv s1", 16, 16, 16),
+    ("conv s1", 4, 4, 64),
+    ("conv s2", 64, 64, 2),
+    ("conv s2", 32, 64, 8),
+    ("conv s2", 16, 32, 16),
+    ("conv s2", 8, 16, 32),
+    ("conv s2", 4, 8, 64),
+    ("transposed s2", 384, 64, 2),
+    ("transposed s2", 64, 192, 2),
+    ("transposed s2", 192, 32, 4),
+    ("transposed s2", 96, 16, 8),
+    ("transposed s2", 48, 8, 16),
+    ("transposed s2", 4, 12, 32),
+]
+
+STEPS = [  # (label, registry name, in channels, kwargs, patch)
+    (
+        "NAS-3D-U-Net supernet, public config (4 kernels), 64^3",
+        "nas3dunet-supernet",
+        4,
+        {"init_kernels": 4, "depth": 4, "nodes": 3},
+        64,
+    ),
+    (
+        "NAS-3D-U-Net supernet, 16 kernels, 32^3",
+        "nas3dunet-supernet",
+        4,
+        {"init_kernels": 16, "depth": 4, "nodes": 3},
+        32,
+    ),
+    ("V-NAS supernet, width 0.125, 64^3", "vnas-supernet", 1, {"width": 0.125, "psp": True}, 64),
+    ("V-NAS supernet, width 0.5, 32^3", "vnas-supernet", 1, {"width": 0.5, "psp": True}, 32),
+]
+
+
+def _alternate(a, b, repeats: int) -> tuple[float, float, list[float]]:
+    """Medians of ``a`` and ``b`` called alternately, and each pair's ratio a / b."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb), [x / y for x, y in zip(ta, tb)]
+
+
+def _transposed_rows(repeats: int) -> list[dict]:
+    rows = []
+    for c_in, c_out, size, groups in TRANSPOSED:
+        x = torch.randn(1, c_in, *size)
+        w = torch.randn(c_in, c_out // groups, 3, 3, 3)
+
+        def stock(x=x, w=w, groups=groups):
+            return F.conv_transpose3d(x, w, None, 2, 1, 1, groups)
+
+        def poly(x=x, w=w, groups=groups):
+            return onednn_conv._conv_transpose_polyphase(
+                x, w, None, [2, 2, 2], [1, 1, 1], [1, 1, 1], [1, 1, 1], groups
+            )
+
+        ref = stock()
+        err = ((poly() - ref).abs().max() / ref.abs().max()).item()
+        s, p, _ = _alternate(stock, poly, repeats)
+        column = c_out * 27 * x[0, 0].numel() * 4
+        taken = groups == 1 and column >= onednn_conv.POLYPHASE_MIN_COLUMN_BYTES
+        rows.append(
+            {
+                "part": "transposed forward",
+                "shape": f"{c_in} -> {c_out} (groups {groups}), input {'x'.join(map(str, size))}",
+                "size": f"column buffer {column / 2**20:.3g} MiB",
+                "baseline ms": 1e3 * s,
+                "voxnas ms": 1e3 * p,
+                "baseline / voxnas": s / p,
+                "voxnas runs": "polyphase" if taken else "PyTorch",
+                "max rel. difference": err,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _weight_grad_rows(repeats: int) -> list[dict]:
+    rows = []
+    for kind, c_in, c_out, n in WEIGHT_GRADS:
+        transposed = kind.startswith("transposed")
+        stride = [1, 1, 1] if kind == "conv s1" else [2, 2, 2]
+        x = torch.randn(1, c_in, n, n, n)
+        if transposed:
+            w = torch.randn(c_in, c_out, 3, 3, 3)
+            go = torch.randn(1, c_out, 2 * n, 2 * n, 2 * n)
+            big, out_pad = go, [1, 1, 1]
+        else:
+            w = torch.randn(c_out, c_in, 3, 3, 3)
+            m = n // stride[0]
+            go = torch.randn(1, c_out, m, m, m)
+            big, out_pad = x, [0, 0, 0]
+
+        def stock(x=x, w=w, go=go, stride=stride, transposed=transposed, out_pad=out_pad):
+            return _aten.convolution_backward(
+                go, x, w, None, stride, [1, 1, 1], [1, 1, 1], transposed, out_pad, 1,
+                [False, True, False],
+            )[1]  # fmt: skip
+
+        def swapped(x=x, go=go, stride=stride, transposed=transposed):
+            a, b = (go, x) if transposed else (x, go)
+            return onednn_conv._grad_weight_swapped(
+                a, b, [1, 1, 1], stride, [1, 1, 1], 1, (3, 3, 3)
+            )
+
+        ref = stock()
+        err = ((swapped() - ref).abs().max() / ref.abs().max()).item()
+        s, p, _ = _alternate(stock, swapped, repeats)
+        taken = onednn_conv._swapped_ok(big, w, 1, stride)
+        rows.append(
+            {
+                "part": "weight gradient",
+                "shape": f"{kind}, {c_in} -> {c_out}, input {n}^3",
+                "size": f"{big[0, 0].numel()} voxels",
+                "baseline ms": 1e3 * s,
+                "voxnas ms": 1e3 * p,
+                "baseline / voxnas": s / p,
+                "voxnas runs": "swapped" if taken else "PyTorch",
+                "max rel. difference": err,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _step_rows(steps: int) -> list[dict]:
+    from voxnas.search_spaces.registry import create_model
+
+    rules = {
+        k: getattr(onednn_conv, k)
+        for k in ("POLYPHASE_MIN_COLUMN_BYTES", "SWAPPED_MIN_VOXELS", "SWAPPED_MIN_VOXELS_STRIDED")
+    }
+    before = {"POLYPHASE_MIN_COLUMN_BYTES": float("inf"), "SWAPPED_MIN_VOXELS": 0,
+              "SWAPPED_MIN_VOXELS_STRIDED": 0}  # fmt: skip
+    rows = []
+    for label, arch, c_in, kw, patch in STEPS:
+        torch.manual_seed(0)
+        model = create_model(arch, c_in, 3, **kw)
+        x = torch.randn(1, c_in, patch, patch, patch)
+
+        def step(settings, model=model, x=x):
+            for k, v in settings.items():
+                setattr(onednn_conv, k, v)
+            model.zero_grad(set_to_none=True)
+            model(x).float().square().mean().backward()
+
+        old, new, ratios = _alternate(lambda: step(before), lambda: step(rules), steps)
+        for k, v in rules.items():
+            setattr(onednn_conv, k, v)
+        rows.append(
+            {
+                "part": "supernet step",
+                "shape": label,
+                "size": f"{steps} alternated pairs",
+                "baseline ms": 1e3 * old,
+                "voxnas ms": 1e3 * new,
+                "baseline / voxnas": statistics.median(ratios),
+                "voxnas runs": "rules on (vs polyphase off, swapped everywhere)",
+                "max rel. difference": None,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=9, help="alternated calls per shape")
+    ap.add_argument("--steps", type=int, default=12, help="alternated step pairs per supernet")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows = _transposed_rows(args.repeats) + _weight_grad_rows(args.repeats)
+    rows += _step_rows(args.steps)
+    note = (
+        "voxnas' CPU convolution paths against PyTorch's kernels, batch 1, fp32, one thread; "
+        f"medians of {args.repeats} alternated calls per shape; supernet steps: medians of "
+        f"{args.steps} alternated pairs. Baseline: PyTorch's kernel (transposed forward, weight "
+        "gradient); for the supernet steps the paths before the size rules (polyphase off, "
+        "swapped weight gradients at every size), ratio = median of the pairs' ratios"
+    )
+    print(write_results("conv_paths", rows, note, extra={"repeats": args.repeats,
+                                                         "steps": args.steps}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
