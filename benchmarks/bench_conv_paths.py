@@ -108,6 +108,26 @@ def _alternate(a, b, repeats: int) -> tuple[float, float, list[float]]:
     return statistics.median(ta), statistics.median(tb), [x / y for x, y in zip(ta, tb)]
 
 
+def _kernel_row(part, shape, size, stock, fast, taken: str, repeats: int) -> dict:
+    """One shape: ``stock`` (PyTorch's kernel) against ``fast`` (voxnas' path), alternated;
+    ``taken`` names the path voxnas' rule picks for it."""
+    ref = stock()
+    err = ((fast() - ref).abs().max() / ref.abs().max()).item()
+    s, f, _ = _alternate(stock, fast, repeats)
+    row = {
+        "part": part,
+        "shape": shape,
+        "size": size,
+        "baseline ms": 1e3 * s,
+        "voxnas ms": 1e3 * f,
+        "baseline / voxnas": s / f,
+        "voxnas runs": taken,
+        "max rel. difference": err,
+    }
+    print(row, flush=True)
+    return row
+
+
 def _transposed_rows(repeats: int) -> list[dict]:
     rows = []
     for c_in, c_out, size, groups in TRANSPOSED:
@@ -122,24 +142,19 @@ def _transposed_rows(repeats: int) -> list[dict]:
                 x, w, None, [2, 2, 2], [1, 1, 1], [1, 1, 1], [1, 1, 1], groups
             )
 
-        ref = stock()
-        err = ((poly() - ref).abs().max() / ref.abs().max()).item()
-        s, p, _ = _alternate(stock, poly, repeats)
         column = c_out * 27 * x[0, 0].numel() * 4
         taken = groups == 1 and column >= onednn_conv.POLYPHASE_MIN_COLUMN_BYTES
         rows.append(
-            {
-                "part": "transposed forward",
-                "shape": f"{c_in} -> {c_out} (groups {groups}), input {'x'.join(map(str, size))}",
-                "size": f"column buffer {column / 2**20:.3g} MiB",
-                "baseline ms": 1e3 * s,
-                "voxnas ms": 1e3 * p,
-                "baseline / voxnas": s / p,
-                "voxnas runs": "polyphase" if taken else "PyTorch",
-                "max rel. difference": err,
-            }
+            _kernel_row(
+                "transposed forward",
+                f"{c_in} -> {c_out} (groups {groups}), input {'x'.join(map(str, size))}",
+                f"column buffer {column / 2**20:.3g} MiB",
+                stock,
+                poly,
+                "polyphase" if taken else "PyTorch",
+                repeats,
+            )
         )
-        print(rows[-1], flush=True)
     return rows
 
 
@@ -171,23 +186,18 @@ def _weight_grad_rows(repeats: int) -> list[dict]:
                 a, b, [1, 1, 1], stride, [1, 1, 1], 1, (3, 3, 3)
             )
 
-        ref = stock()
-        err = ((swapped() - ref).abs().max() / ref.abs().max()).item()
-        s, p, _ = _alternate(stock, swapped, repeats)
         taken = onednn_conv._swapped_ok(big, w, 1, stride)
         rows.append(
-            {
-                "part": "weight gradient",
-                "shape": f"{kind}, {c_in} -> {c_out}, input {n}^3",
-                "size": f"{big[0, 0].numel()} voxels",
-                "baseline ms": 1e3 * s,
-                "voxnas ms": 1e3 * p,
-                "baseline / voxnas": s / p,
-                "voxnas runs": "swapped" if taken else "PyTorch",
-                "max rel. difference": err,
-            }
+            _kernel_row(
+                "weight gradient",
+                f"{kind}, {c_in} -> {c_out}, input {n}^3",
+                f"{big[0, 0].numel()} voxels",
+                stock,
+                swapped,
+                "swapped" if taken else "PyTorch",
+                repeats,
+            )
         )
-        print(rows[-1], flush=True)
     return rows
 
 
