@@ -114,8 +114,8 @@ def _swapped_ok(x: torch.Tensor, weight: torch.Tensor, groups: int, stride) -> b
 
 
 # slow_conv_transpose3d's column buffer (C_out x kernel taps x input voxels, float32) from which
-# the polyphase path is used: the crossover measured on an AMD EPYC lies between 5 MiB (stock
-# 15% faster) and 14 MiB (polyphase 1.5x faster); at 32^3 inputs and beyond it is 3-4x
+# the polyphase path is used: on an AMD EPYC the crossover lies between 5 MiB (stock 1.3-1.4x
+# faster) and 13.5 MiB (polyphase 1.07-1.4x faster); from 40 MiB it is 3-4x (bench_conv_paths.py)
 POLYPHASE_MIN_COLUMN_BYTES = 8 << 20
 
 
