@@ -132,3 +132,45 @@ def test_voxnas_cost_prints_the_lean_memory_and_how_many_recompute():
     assert "Projected time of one fold" in out
     model = build_model(cfg, "vnas-supernet", *cost_channels(cfg))
     assert _lean(model) == _mixed(model)
+
+
+def test_plan_is_kept_on_disk_and_traced_again_when_unreadable_or_the_code_changes(
+    tmp_path, monkeypatch
+):
+    """A second process (here: the per-process cache cleared) reads the plan instead of
+    tracing it again; a broken file is traced again and rewritten; another code fingerprint
+    or config is another file; without a workdir nothing is written."""
+    from voxnas.search_spaces.registry import resolve_architecture
+    from voxnas.trainables import lean_plan
+
+    traces = []
+
+    def traced(cfg, name, in_ch, out_ch):
+        traces.append(name)
+        return ("cell0.op", "cell1.op")
+
+    monkeypatch.setattr(lean_plan, "_traced_plan", traced)
+    arch = resolve_architecture("vnas-supernet")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"workdir={tmp_path}", *BENCH])
+    path = lean_plan.plan_file(cfg, arch.name, 1, 3)
+
+    def plan(c=cfg):
+        lean_plan._plan.cache_clear()
+        return lean_plan.recomputed(c, arch, 1, 3)
+
+    assert plan() == ("cell0.op", "cell1.op") and len(traces) == 1 and path.is_file()
+    assert plan() == ("cell0.op", "cell1.op") and len(traces) == 1  # read, not traced
+    path.write_text('{"recomputed": ')  # a torn write
+    assert plan() == ("cell0.op", "cell1.op") and len(traces) == 2
+    assert plan() == ("cell0.op", "cell1.op") and len(traces) == 2  # rewritten whole
+    other = load_config(ROOT / "configs" / "demo.yaml", [f"workdir={tmp_path}", *BENCH,
+                                                          "model.lean_budget=1.2"])  # fmt: skip
+    assert lean_plan.plan_file(other, arch.name, 1, 3) != path
+    lean_plan._code_fingerprint.cache_clear()
+    monkeypatch.setattr(lean_plan.torch, "__version__", "0.0-other")
+    assert lean_plan.plan_file(cfg, arch.name, 1, 3) != path
+    lean_plan._code_fingerprint.cache_clear()
+    missing = load_config(ROOT / "configs" / "demo.yaml", [f"workdir={tmp_path / 'none'}", *BENCH])
+    plan(missing)
+    assert not (tmp_path / "none").exists()  # voxnas cost before any run creates nothing
+    lean_plan._plan.cache_clear()

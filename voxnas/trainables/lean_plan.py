@@ -11,16 +11,27 @@ optimisers of the config) and grown until the modelled step is within the budget
 fp32 (CPUs) and in bf16 autocast (CUDA; the same network keeps relatively more there), or
 every MixedOp recomputes. ``lean_budget: null`` recomputes every MixedOp.
 
-The plan depends on the config and the architecture only (meta device, cached per process):
-every trial, the memory model and ``voxnas cost`` see the same one.
+The plan depends on the config and the architecture only (meta device): every trial, the
+memory model and ``voxnas cost`` see the same one. Tracing it takes seconds to a minute on a
+CPU (NAS-3D-U-Net: a dozen traces of the whole supernet), so it is cached per process and on
+disk under ``<workdir>/cache/lean_plans/`` once the workdir exists (a run made it; ``voxnas
+cost`` before any run creates nothing), keyed by the config, the architecture, the channels
+and a fingerprint of voxnas' and torch's code: a trial, a restarted trial or a second ``voxnas
+cost`` reads it; a changed config or code traces again. A file that cannot be read is traced
+again and rewritten.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import torch
 
+import voxnas
 from voxnas.config import Config
 from voxnas.search_spaces.mixed import set_memory_lean
 from voxnas.search_spaces.recompute_plan import mixed_op_costs, pick
@@ -28,7 +39,7 @@ from voxnas.search_spaces.registry import Architecture, create_model, resolve_ar
 from voxnas.trainables.footprint import built_step_bytes, default_fixed, step_kind
 from voxnas.trainables.models import model_kwargs
 
-__all__ = ["recomputed"]
+__all__ = ["plan_file", "recomputed"]
 
 _ROUNDS = 4  # memory-model checks before falling back to recomputing every MixedOp
 PRECISIONS = ("fp32", "bf16")  # the budget holds for both: CUDA trains in bf16 autocast
@@ -50,9 +61,47 @@ def recomputed(
     return _plan(cfg.model_dump_json(), arch.name, in_channels, out_channels)
 
 
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """voxnas' source files and torch's version: what the traces depend on besides the
+    config."""
+    h = hashlib.sha256(torch.__version__.encode())
+    for f in sorted(Path(voxnas.__file__).parent.rglob("*.py")):
+        h.update(f.relative_to(Path(voxnas.__file__).parent).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def plan_file(cfg: Config, name: str, in_ch: int, out_ch: int) -> Path:
+    """Where the plan of ``name`` built with ``cfg`` is kept on disk."""
+    key = json.dumps([cfg.model_dump_json(), name, in_ch, out_ch, _code_fingerprint()])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return Path(cfg.workdir) / "cache" / "lean_plans" / f"{name.replace('/', '-')}-{digest}.json"
+
+
 @functools.lru_cache(maxsize=16)
 def _plan(cfg_json: str, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] | None:
     cfg = Config.model_validate_json(cfg_json)
+    path = plan_file(cfg, name, in_ch, out_ch)
+    try:
+        kept = json.loads(path.read_text())
+        return None if kept["recomputed"] is None else tuple(kept["recomputed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: trace it
+    plan = _traced_plan(cfg, name, in_ch, out_ch)
+    if not Path(cfg.workdir).is_dir():
+        return plan
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"recomputed": None if plan is None else list(plan)}))
+        os.replace(tmp, path)  # atomic: trials starting together never read half a file
+    except OSError:
+        pass  # a read-only workdir: the plan is only cached in this process
+    return plan
+
+
+def _traced_plan(cfg: Config, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] | None:
     budget, plain = cfg.model.lean_budget, _plain(cfg).model_dump_json()
     kind = step_kind(resolve_architecture(name))
     patch = tuple(cfg.patch.search if kind == "search" else cfg.patch.train)
