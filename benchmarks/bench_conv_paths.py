@@ -10,13 +10,17 @@ the rules against without them. Batch 1, fp32, one thread.
    ``POLYPHASE_MIN_COLUMN_BYTES``. Shapes: NAS-3D-U-Net's ``u_conv`` stacked over an up
    cell's three edges (C_out 3x) at the public code's 64^3 and at paper-scale sizes, small
    and wide ones on both sides of the threshold, depthwise ones.
-2. *weight gradient*: of a kernel-3 conv (stride 1 or 2) or transposed conv, PyTorch's
+2. *weight gradient* (batch 1): of a kernel-3 conv (stride 1 or 2) or transposed conv, PyTorch's
    ``convolution_backward`` against the swapped oneDNN convolution
    (``_grad_weight_swapped``); voxnas takes the swapped one from ``SWAPPED_MIN_VOXELS`` /
    ``SWAPPED_MIN_VOXELS_STRIDED`` voxels (of the larger of input and output).
-3. *supernet step*: forward + backward of ``mean(out^2)``, voxnas' rules against the paths
-   before them (polyphase off, swapped weight gradients at every size), alternating step by
-   step in one process; median of the per-pair ratios.
+3. *batched conv*: forward + backward of a ``Conv3d`` on a batch of 2, PyTorch's own call
+   (oneDNN for batches) against voxnas' fast path (``BATCHED_STOCK`` off); voxnas takes the
+   stock call for 1x1x1 convs and from ``BATCHED_STOCK_MIN_CHANNELS`` channels.
+4. *supernet step*: forward + backward of ``mean(out^2)``, voxnas' rules against the paths
+   before them (polyphase off, swapped weight gradients at every size, no stock calls for
+   batches: ``BATCHED_STOCK_MIN_CHANNELS``), alternating step by step in one process; median
+   of the per-pair ratios; batch 1, and batch 2 for the batched rule.
 
 Calls and steps alternate between the two sides so the host's drift cancels.
 
@@ -75,13 +79,16 @@ WEIGHT_GRADS = [  # (kind, C_in, C_out, input size): conv stride 1 / 2, transpos
     ("transposed s2", 4, 12, 32),
 ]
 
-STEPS = [  # (label, registry name, in channels, kwargs, patch)
+_PUBLIC = {"init_kernels": 4, "depth": 4, "nodes": 3}
+_DEMO = {"width": 0.125, "psp": False}
+STEPS = [  # (label, registry name, in channels, kwargs, patch, batch)
     (
         "NAS-3D-U-Net supernet, public config (4 kernels), 64^3",
         "nas3dunet-supernet",
         4,
-        {"init_kernels": 4, "depth": 4, "nodes": 3},
+        _PUBLIC,
         64,
+        1,
     ),
     (
         "NAS-3D-U-Net supernet, 16 kernels, 32^3",
@@ -89,9 +96,19 @@ STEPS = [  # (label, registry name, in channels, kwargs, patch)
         4,
         {"init_kernels": 16, "depth": 4, "nodes": 3},
         32,
+        1,
     ),
-    ("V-NAS supernet, width 0.125, 64^3", "vnas-supernet", 1, {"width": 0.125, "psp": True}, 64),
-    ("V-NAS supernet, width 0.5, 32^3", "vnas-supernet", 1, {"width": 0.5, "psp": True}, 32),
+    ("V-NAS supernet, width 0.125, 64^3", "vnas-supernet", 1, {"width": 0.125, "psp": True}, 64, 1),
+    ("V-NAS supernet, width 0.5, 32^3", "vnas-supernet", 1, {"width": 0.5, "psp": True}, 32, 1),
+    ("V-NAS supernet, demo (width 0.125, no PSP), 32^3, batch 2", "vnas-supernet", 1, _DEMO, 32, 2),
+    (
+        "NAS-3D-U-Net supernet, public config, 32^3, batch 2",
+        "nas3dunet-supernet",
+        4,
+        _PUBLIC,
+        32,
+        2,
+    ),
 ]
 
 
@@ -201,20 +218,70 @@ def _weight_grad_rows(repeats: int) -> list[dict]:
     return rows
 
 
+BATCHED = [  # (channels, kernel, size): batch 2, stride 1, groups 1
+    (4, 3, (32, 32, 32)),
+    (8, (3, 3, 1), (32, 32, 32)),
+    (8, 1, (32, 32, 32)),
+    (12, 3, (16, 16, 32)),
+    (16, 3, (16, 16, 32)),
+    (16, (3, 3, 1), (16, 16, 32)),
+    (32, (3, 3, 1), (8, 8, 16)),
+    (64, 3, (4, 4, 8)),
+]
+
+
+def _batched_rows(repeats: int) -> list[dict]:
+    from voxnas.search_spaces.onednn_conv import Conv3d, stock_convolutions
+
+    rows = []
+    for c, kernel, size in BATCHED:
+        k3 = (kernel,) * 3 if isinstance(kernel, int) else kernel
+        conv = Conv3d(c, c, k3, padding=tuple(k // 2 for k in k3), bias=False)
+        x = torch.randn(2, c, *size)
+
+        def fwd_bwd(conv=conv, x=x):
+            conv.weight.grad = None
+            conv(x).sum().backward()
+            return conv.weight.grad
+
+        def stock(fn=fwd_bwd):
+            with stock_convolutions():
+                return fn()
+
+        def fast(fn=fwd_bwd):
+            onednn_conv.BATCHED_STOCK = False
+            try:
+                return fn()
+            finally:
+                onednn_conv.BATCHED_STOCK = True
+
+        taken = onednn_conv._batched_stock(conv, x, conv.weight)
+        rows.append(
+            _kernel_row(
+                "batched conv (fwd+bwd)",
+                f"{c} -> {c}, kernel {'x'.join(map(str, conv.kernel_size))}, batch 2 x "
+                f"{'x'.join(map(str, size))}",
+                f"{c} channels",
+                stock,
+                fast,
+                "PyTorch" if taken else "fast path",
+                repeats,
+            )
+        )
+    return rows
+
+
 def _step_rows(steps: int) -> list[dict]:
     from voxnas.search_spaces.registry import create_model
 
-    rules = {
-        k: getattr(onednn_conv, k)
-        for k in ("POLYPHASE_MIN_COLUMN_BYTES", "SWAPPED_MIN_VOXELS", "SWAPPED_MIN_VOXELS_STRIDED")
-    }
     before = {"POLYPHASE_MIN_COLUMN_BYTES": float("inf"), "SWAPPED_MIN_VOXELS": 0,
-              "SWAPPED_MIN_VOXELS_STRIDED": 0}  # fmt: skip
+              "SWAPPED_MIN_VOXELS_STRIDED": 0, "BATCHED_STOCK": False}  # fmt: skip
+    rules = {k: getattr(onednn_conv, k) for k in before}
     rows = []
-    for label, arch, c_in, kw, patch in STEPS:
+    for label, arch, c_in, kw, patch, batch in STEPS:
         torch.manual_seed(0)
         model = create_model(arch, c_in, 3, **kw)
-        x = torch.randn(1, c_in, patch, patch, patch)
+        x = torch.randn(batch, c_in, patch, patch, patch)
 
         def step(settings, model=model, x=x):
             for k, v in settings.items():
@@ -233,7 +300,7 @@ def _step_rows(steps: int) -> list[dict]:
                 "baseline ms": 1e3 * old,
                 "voxnas ms": 1e3 * new,
                 "baseline / voxnas": statistics.median(ratios),
-                "voxnas runs": "rules on (vs polyphase off, swapped everywhere)",
+                "voxnas runs": "rules on (vs off)",
                 "max rel. difference": None,
             }
         )
@@ -249,13 +316,14 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = _transposed_rows(args.repeats) + _weight_grad_rows(args.repeats)
-    rows += _step_rows(args.steps)
+    rows += _batched_rows(args.repeats) + _step_rows(args.steps)
     note = (
-        "voxnas' CPU convolution paths against PyTorch's kernels, batch 1, fp32, one thread; "
+        "voxnas' CPU convolution paths against PyTorch's kernels, fp32, one thread; "
         f"medians of {args.repeats} alternated calls per shape; supernet steps: medians of "
         f"{args.steps} alternated pairs. Baseline: PyTorch's kernel (transposed forward, weight "
-        "gradient); for the supernet steps the paths before the size rules (polyphase off, "
-        "swapped weight gradients at every size), ratio = median of the pairs' ratios"
+        "gradient, batched conv); for the supernet steps the paths before the size rules "
+        "(polyphase off, swapped weight gradients at every size, no stock calls for batches), "
+        "ratio = median of the pairs' ratios"
     )
     print(write_results("conv_paths", rows, note, extra={"repeats": args.repeats,
                                                          "steps": args.steps}))  # fmt: skip

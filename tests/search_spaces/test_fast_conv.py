@@ -190,3 +190,20 @@ def test_weight_gradient_path_follows_the_voxel_thresholds(monkeypatch):
 
     assert weight_grad(1, 4) == 0 and weight_grad(1, 5) == 1  # 64 vs 125 voxels
     assert weight_grad(2, 16) == 0 and weight_grad(2, 17) == 1  # 4096 vs 4913 voxels
+
+
+def test_batches_take_the_stock_call_from_16_channels_and_for_1x1x1():
+    """Batch 2+: PyTorch's own call (oneDNN) for 1x1x1 convs and from 16 channels in and out;
+    fewer channels and batch 1 keep the fast path; results agree either way."""
+
+    def fast(c_in, c_out, kernel, batch):
+        conv = Conv3d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
+        x = torch.randn(batch, c_in, 6, 5, 4)
+        before = conv_calls()
+        y = conv(x)
+        with stock_convolutions():
+            torch.testing.assert_close(y, conv(x), rtol=1e-4, atol=1e-4)
+        return conv_calls() > before
+
+    assert not fast(16, 16, 3, 2) and not fast(8, 8, 1, 2)
+    assert fast(8, 16, 3, 2) and fast(16, 16, 3, 1) and fast(8, 8, 1, 1)

@@ -30,6 +30,11 @@ backward is slow at 4-8 channels. Here, on CPU:
   polyphase path runs from :data:`POLYPHASE_MIN_COLUMN_BYTES` up; grouped transposed
   convolutions keep PyTorch's (oneDNN) kernel.
 
+For a batch of two or more PyTorch sends convolutions to oneDNN itself, whose backward is fast
+from 16 channels: there a groups-1 convolution with at least :data:`BATCHED_STOCK_MIN_CHANNELS`
+input and output channels, and any 1x1x1 one, runs the stock call; fewer channels,
+depthwise and transposed convolutions keep the paths above (``bench_conv_paths.py``).
+
 On CUDA, and for other dtypes, the call is the stock one (cuDNN).
 """
 
@@ -44,6 +49,7 @@ from torch import nn
 from voxnas.search_spaces.switches import Switch
 
 __all__ = [
+    "BATCHED_STOCK_MIN_CHANNELS",
     "POLYPHASE_MIN_COLUMN_BYTES",
     "SWAPPED_MIN_VOXELS",
     "SWAPPED_MIN_VOXELS_STRIDED",
@@ -304,11 +310,25 @@ def _fast_path(module: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
     return fast
 
 
+# A batch of 2+: PyTorch's own call (oneDNN) from this many channels in and out (groups 1);
+# 16 -> 16 at 16x16x32, batch 2, fwd+bwd: 4.1 ms stock against 6.4 ms here; 4 -> 4 at 32^3:
+# 21 against 12 ms (bench_conv_paths.py). BATCHED_STOCK = False turns the rule off (benchmarks)
+BATCHED_STOCK_MIN_CHANNELS = 16
+BATCHED_STOCK = True
+
+
+def _batched_stock(module: nn.modules.conv._ConvNd, x: torch.Tensor, weight) -> bool:
+    if not BATCHED_STOCK or x.shape[0] == 1 or module.groups != 1:
+        return False
+    gemm = weight.shape[2:] == (1, 1, 1) and module.stride == (1, 1, 1)
+    return gemm or min(weight.shape[:2]) >= BATCHED_STOCK_MIN_CHANNELS
+
+
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` with the fast CPU float32 path described in the module docstring."""
 
     def _conv_forward(self, x, weight, bias):
-        if not _fast_path(self, x):
+        if _batched_stock(self, x, weight) or not _fast_path(self, x):
             return super()._conv_forward(x, weight, bias)
         if self.kernel_size == (1, 1, 1) and self.stride == (1, 1, 1) and self.groups == 1:
             b, c = x.shape[:2]
