@@ -160,7 +160,7 @@ def _transposed_rows(repeats: int) -> list[dict]:
             )
 
         column = c_out * 27 * x[0, 0].numel() * 4
-        taken = groups == 1 and column >= onednn_conv.POLYPHASE_MIN_COLUMN_BYTES
+        taken = onednn_conv._polyphase_pays(x, w, groups, [2, 2, 2])
         rows.append(
             _kernel_row(
                 "transposed forward",

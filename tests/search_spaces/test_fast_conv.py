@@ -40,6 +40,15 @@ def weight_grad_path(request, monkeypatch):
     return request.param
 
 
+def _counted(monkeypatch, name: str) -> list:
+    """Calls of ``onednn_conv.<name>`` from now on (one entry each); the function still runs."""
+    from voxnas.search_spaces import onednn_conv
+
+    calls, fn = [], getattr(onednn_conv, name)
+    monkeypatch.setattr(onednn_conv, name, lambda *a: calls.append(1) or fn(*a))
+    return calls
+
+
 def _compare(make, shape):
     torch.manual_seed(0)
     ref = make()
@@ -123,12 +132,8 @@ def test_polyphase_transposed_matches_stock(
     gradient of the strided conv with the same geometry."""
     from voxnas.search_spaces import onednn_conv
 
-    calls = []
-    polyphase = onednn_conv._conv_transpose_polyphase
     monkeypatch.setattr(onednn_conv, "POLYPHASE_MIN_COLUMN_BYTES", 0)
-    monkeypatch.setattr(
-        onednn_conv, "_conv_transpose_polyphase", lambda *a: calls.append(1) or polyphase(*a)
-    )
+    calls = _counted(monkeypatch, "_conv_transpose_polyphase")
     _compare(
         lambda: ConvTranspose3d(
             3, 5, kernel, stride, padding, out_pad, bias=bias, dilation=dilation
@@ -144,13 +149,7 @@ def test_polyphase_transposed_matches_stock(
 
 
 def test_polyphase_threshold_keeps_small_transposed_convs_on_the_stock_kernel(monkeypatch):
-    from voxnas.search_spaces import onednn_conv
-
-    calls = []
-    polyphase = onednn_conv._conv_transpose_polyphase
-    monkeypatch.setattr(
-        onednn_conv, "_conv_transpose_polyphase", lambda *a: calls.append(1) or polyphase(*a)
-    )
+    calls = _counted(monkeypatch, "_conv_transpose_polyphase")
     with torch.no_grad():
         ConvTranspose3d(4, 4, 3, 2, 1, 1, bias=False)(torch.randn(1, 4, 4, 4, 4))  # 27 KiB
         assert not calls
@@ -173,13 +172,7 @@ def test_polyphase_with_groups_matches_stock(groups):
 
 def test_weight_gradient_path_follows_the_voxel_thresholds(monkeypatch):
     """Few voxels: PyTorch's weight gradient; enough: the swapped convolution."""
-    from voxnas.search_spaces import onednn_conv
-
-    calls = []
-    swapped = onednn_conv._grad_weight_swapped
-    monkeypatch.setattr(
-        onednn_conv, "_grad_weight_swapped", lambda *a: calls.append(1) or swapped(*a)
-    )
+    calls = _counted(monkeypatch, "_grad_weight_swapped")
 
     def weight_grad(stride, size):
         conv = Conv3d(4, 4, 3, stride=stride, padding=1, bias=False)

@@ -166,10 +166,12 @@ def test_plan_is_kept_on_disk_and_traced_again_when_unreadable_or_the_code_chang
     other = load_config(ROOT / "configs" / "demo.yaml", [f"workdir={tmp_path}", *BENCH,
                                                           "model.lean_budget=1.2"])  # fmt: skip
     assert lean_plan.plan_file(other, arch.name, 1, 3) != path
-    lean_plan._code_fingerprint.cache_clear()
-    monkeypatch.setattr(lean_plan.torch, "__version__", "0.0-other")
-    assert lean_plan.plan_file(cfg, arch.name, 1, 3) != path
-    lean_plan._code_fingerprint.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(lean_plan.torch, "__version__", "0.0-other")
+        lean_plan._code_fingerprint.cache_clear()
+        assert lean_plan.plan_file(cfg, arch.name, 1, 3) != path
+    lean_plan._code_fingerprint.cache_clear()  # no fingerprint of the fake version stays cached
+    assert lean_plan.plan_file(cfg, arch.name, 1, 3) == path
     missing = load_config(ROOT / "configs" / "demo.yaml", [f"workdir={tmp_path / 'none'}", *BENCH])
     plan(missing)
     assert not (tmp_path / "none").exists()  # voxnas cost before any run creates nothing

@@ -141,6 +141,14 @@ def _residue_taps(r: int, s: int, p: int, d: int, k: int, n_in: int, n_out: int)
     return taps, offsets[0], e, count, pad
 
 
+def _polyphase_pays(x: torch.Tensor, weight: torch.Tensor, groups: int, stride) -> bool:
+    """Whether a (non-lattice) transposed conv runs the polyphase path: groups 1, strided, and
+    PyTorch's column buffer (C_out x kernel taps x input voxels) at least
+    :data:`POLYPHASE_MIN_COLUMN_BYTES`."""
+    column_bytes = weight.shape[1] * weight[0, 0].numel() * x[0, 0].numel() * x.element_size()
+    return groups == 1 and any(s > 1 for s in stride) and column_bytes >= POLYPHASE_MIN_COLUMN_BYTES
+
+
 def _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation, groups):
     """``F.conv_transpose3d`` as one stride-1 oneDNN conv per residue class of the output (see
     the module docstring; voxnas takes it for groups 1 only, ``bench_conv_paths.py``)."""
@@ -186,12 +194,7 @@ def _conv_transpose(x, weight, bias, stride, padding, out_pad, groups, dilation)
         for s, p, d, k in zip(stride, padding, dilation, kernel)
     )
     if not lattice:
-        column_bytes = weight.shape[1] * weight[0, 0].numel() * x[0, 0].numel() * x.element_size()
-        if (
-            groups == 1
-            and any(s > 1 for s in stride)
-            and column_bytes >= POLYPHASE_MIN_COLUMN_BYTES
-        ):
+        if _polyphase_pays(x, weight, groups, stride):
             return _conv_transpose_polyphase(x, weight, bias, stride, padding, out_pad, dilation, 1)
         return F.conv_transpose3d(x, weight, bias, stride, padding, out_pad, groups, dilation)
     # y[s*m] = sum_k x[m + p/s - (d/s) k] w[k]: a correlation with the flipped kernel,
