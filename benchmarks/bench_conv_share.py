@@ -27,8 +27,12 @@ CPU time by category:
 
 The conv share is reported two ways, both over the profiled steps: of the summed op self time,
 and of those steps' wall time (which adds the interpreter between ops and the profiler's own
-overhead to the denominator). The plain step time is the median of the unprofiled steps; on a
-shared host it moves with the load, the shares much less.
+overhead to the denominator). Two ceilings follow from the same profile: the share of op time
+if normalisation and activation took no time (what a perfect fused norm+activation kernel
+could reach), and if element-wise arithmetic and copies took none either (what is left is
+the framework: dispatch, allocation, autograd's nodes, and pooling). The plain step time is
+the median of the unprofiled steps; on a shared host it moves with the load, the shares much
+less.
 
     .venv/bin/python benchmarks/bench_conv_share.py [--before REF] [--repeats 5] [--profiled 2]
 """
@@ -140,6 +144,21 @@ def _worker(space: str, repeats: int, profiled: int) -> dict:
     }
 
 
+CEILINGS = {  # what a fused kernel could at best remove: the share with those categories at 0
+    "normalisation and activation": ("normalisation", "activation"),
+    "normalisation, activation, element-wise and copies":
+        ("normalisation", "activation", "element-wise mul/add/sum", "copies"),
+}  # fmt: skip
+
+
+def _ceiling(res: dict, free: tuple[str, ...]) -> float:
+    """The conv/GEMM share of the profiled op time with the ``free`` categories' time removed:
+    what fusing them away (into the convolutions, or to nothing) could at most reach."""
+    cats = res["categories_s"]
+    rest = res["op_time_s"] - sum(cats.get(c, 0.0) for c in free)
+    return 100 * cats.get("convolution/GEMM", 0.0) / rest
+
+
 def _run(space: str, code: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", space, "--repeats", str(args.repeats),
            "--profiled", str(args.profiled)]  # fmt: skip
@@ -182,6 +201,9 @@ def main() -> None:
                 {k: 100 * conv[k] / r["profiled_step_wall_s"] for k, r in res.items()},
             "profiled step wall time / its conv/GEMM time [x]":
                 {k: r["profiled_step_wall_s"] / conv[k] for k, r in res.items()},
+            **{f"conv/GEMM share of op time if {what} took no time (a ceiling) [%]":
+               {k: _ceiling(r, free) for k, r in res.items()}
+               for what, free in CEILINGS.items()},
             **{f"{c}, profiled [s]": {k: r["categories_s"].get(c, 0.0) for k, r in res.items()}
                for c in cats},
         }  # fmt: skip
