@@ -23,10 +23,10 @@ again and rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ from voxnas.search_spaces.recompute_plan import mixed_op_costs, pick
 from voxnas.search_spaces.registry import Architecture, create_model, resolve_architecture
 from voxnas.trainables.footprint import built_step_bytes, default_fixed, step_kind
 from voxnas.trainables.models import model_kwargs
+from voxnas.trainables.records import write_json
 
 __all__ = ["plan_file", "recomputed"]
 
@@ -91,13 +92,10 @@ def _plan(cfg_json: str, name: str, in_ch: int, out_ch: int) -> tuple[str, ...] 
     plan = _traced_plan(cfg, name, in_ch, out_ch)
     if not Path(cfg.workdir).is_dir():
         return plan
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"recomputed": None if plan is None else list(plan)}))
-        os.replace(tmp, path)  # atomic: trials starting together never read half a file
-    except OSError:
-        pass  # a read-only workdir: the plan is only cached in this process
+    # atomic: trials starting together never read half a file; a read-only workdir keeps the
+    # plan in this process only
+    with contextlib.suppress(OSError):
+        write_json(path, {"recomputed": None if plan is None else list(plan)})
     return plan
 
 

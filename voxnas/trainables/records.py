@@ -5,6 +5,7 @@ Paths come from :class:`voxnas.run_layout.RunLayout`."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ __all__ = [
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON atomically (temp file, then rename)."""
+    """Write ``data`` as JSON atomically (temp file, then rename). The temp file is this
+    process's own, so processes writing the same file at once (trials starting together)
+    never write into one temp file: a reader sees one whole version or the other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
     return path
